@@ -1,0 +1,261 @@
+"""The library's entry points: train, evaluate, predict and describe a model directory.
+
+Each takes plain values and returns plain values, so it can be used and tested without
+the command line; the CLI only parses options and renders what these return.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnnfc_cli import __version__, checkpoint, data, preprocessing
+from rnnfc_cli.config import ModelConfig, TrainConfig
+from rnnfc_cli.errors import BadInputError
+from rnnfc_cli.metrics import Report, classification_report
+from rnnfc_cli.train import EpochRecord, FitCallbacks
+
+_LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainRequest:
+    """Everything ``rnnfc train`` was asked to do.
+
+    Attributes:
+      data: training file path, or "-" for CSV on stdin.
+      model_dir: where the model directory goes.
+      model_options: ``ModelConfig`` fields other than the two the data decides.
+      train: training settings.
+      read: how to read the input files.
+      val: a validation file; when None, ``train.val_split`` of the data is held out.
+      force: replace an existing model directory.
+    """
+
+    data: str
+    model_dir: Path
+    model_options: dict[str, Any]
+    train: TrainConfig
+    read: data.ReadOptions = dataclasses.field(default_factory=data.ReadOptions)
+    val: str | None = None
+    force: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+    """Predicted labels (as the user wrote them) and probabilities, in input order."""
+
+    ids: list[Any]
+    labels: list[Any]
+    proba: np.ndarray
+    classes: list[Any]
+
+
+class _NoCallbacks:
+    def on_start(self, epochs: int, steps_per_epoch: int) -> None:
+        del epochs, steps_per_epoch
+
+    def on_step(self, epoch: int, step_in_epoch: int) -> None:
+        del epoch, step_in_epoch
+
+    def on_epoch(self, record: EpochRecord, params: Any) -> None:
+        del record, params
+
+
+class _Recorder:
+    """Writes each epoch to the model directory, then tells the caller's callbacks."""
+
+    def __init__(self, writer: checkpoint.ModelDirWriter, display: FitCallbacks):
+        self.writer = writer
+        self.display = display
+
+    def on_start(self, epochs: int, steps_per_epoch: int) -> None:
+        self.display.on_start(epochs, steps_per_epoch)
+
+    def on_step(self, epoch: int, step_in_epoch: int) -> None:
+        self.display.on_step(epoch, step_in_epoch)
+
+    def on_epoch(self, record: EpochRecord, params: Any) -> None:
+        self.writer.append_metrics(record.to_dict())
+        if params is not None:
+            self.writer.save_params(record.epoch, params)
+        self.display.on_epoch(record, params)
+
+
+def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) -> dict[str, Any]:
+    """Read, preprocess, fit with early stopping and save a model directory.
+
+    Returns:
+      The training summary (also saved as ``summary.json``).
+    """
+    _check_train_config(request.train)
+    full = data.read_sequences(request.data, request.read)
+    if request.val is not None:
+        train_data, val_data = full, data.read_sequences(request.val, request.read)
+    else:
+        train_index, val_index = preprocessing.stratified_split(
+            _labels_of(full), request.train.val_split, request.train.seed
+        )
+        if len(train_index) == 0 or len(val_index) == 0:
+            raise BadInputError(
+                f"{full.source}: {len(full)} sequences are too few to hold out a validation "
+                "set; add data or give --val FILE"
+            )
+        train_data, val_data = full.subset(train_index), full.subset(val_index)
+    prep = preprocessing.fit(train_data)
+    train_arrays = _arrays(prep, train_data)
+    val_arrays = _arrays(prep, val_data)
+    model_config = ModelConfig(
+        num_features=prep.num_features,
+        num_classes=len(prep.labels),
+        **request.model_options,
+    )
+
+    from rnnfc_cli import models, runtime, train
+
+    runtime.configure_jax()
+    import jax
+
+    model = models.build_model(model_config)
+    with checkpoint.ModelDirWriter(request.model_dir, force=request.force) as writer:
+        writer.write_settings(model_config, request.train, prep)
+        result = train.fit(
+            model,
+            request.train,
+            train_arrays,
+            val_arrays,
+            _Recorder(writer, callbacks or _NoCallbacks()),
+        )
+        summary = {
+            "model_dir": str(request.model_dir),
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "best_val_accuracy": result.best_val_accuracy,
+            "best_val_loss": result.best_val_loss,
+            "train_seconds": round(result.train_seconds, 3),
+            "steps": result.steps,
+            "params": int(sum(np.size(p) for p in jax.tree.leaves(result.params))),
+            "devices": jax.device_count(),
+            "backend": jax.default_backend(),
+            "train_data": _data_summary(train_data),
+            "val_data": _data_summary(val_data),
+            "versions": _versions(),
+            "trained_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
+        writer.commit(summary)
+    return summary
+
+
+def _check_train_config(config: TrainConfig) -> None:
+    if not 0.0 < config.val_split < 1.0:
+        raise BadInputError(f"--val-split {config.val_split}: must be between 0 and 1")
+
+
+def _labels_of(sequences: data.SequenceData) -> np.ndarray:
+    if sequences.labels is None:
+        raise BadInputError(f"{sequences.source}: training data needs labels")
+    return sequences.labels
+
+
+def _arrays(prep: preprocessing.Preprocessing, sequences: data.SequenceData):
+    from rnnfc_cli.train import ArraySet
+
+    return ArraySet(
+        inputs=preprocessing.transform_inputs(prep, sequences),
+        lengths=sequences.lengths.astype(np.int32),
+        labels=preprocessing.encode_labels(prep, sequences),
+    )
+
+
+def _data_summary(sequences: data.SequenceData) -> dict[str, Any]:
+    labels, counts = np.unique(_labels_of(sequences), return_counts=True)
+    return {
+        "source": sequences.source,
+        "format": sequences.source_format,
+        "sequences": len(sequences),
+        "features": sequences.num_features,
+        "length_min": int(sequences.lengths.min()),
+        "length_median": float(np.median(sequences.lengths)),
+        "length_max": int(sequences.lengths.max()),
+        "class_counts": dict(zip(labels.tolist(), counts.tolist(), strict=True)),
+    }
+
+
+def _versions() -> dict[str, str]:
+    versions = {"rnnfc": __version__, "python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _proba(
+    files: checkpoint.ModelFiles, inputs: np.ndarray, lengths: np.ndarray, batch_size: int
+) -> np.ndarray:
+    """Restore the model's parameters and return its probabilities for ``inputs``."""
+    from rnnfc_cli import models, runtime, train
+
+    runtime.configure_jax()
+    model = models.build_model(files.model)
+    params = checkpoint.restore_params(files.path, train.abstract_params(model))
+    logits_fn = train.make_logits_fn(model)
+    return train.predict_proba(logits_fn, params, inputs, lengths.astype(np.int32), batch_size)
+
+
+def predict(
+    model_dir: Path,
+    path: str,
+    read: data.ReadOptions = data.ReadOptions(),
+    batch_size: int = 256,
+) -> Predictions:
+    """Labels and probabilities for every sequence in ``path`` (labels there are ignored)."""
+    files = checkpoint.read_model_files(model_dir)
+    sequences = data.read_sequences(path, dataclasses.replace(read, require_labels=False))
+    inputs = preprocessing.transform_inputs(files.preprocessing, sequences)
+    proba = _proba(files, inputs, sequences.lengths, batch_size)
+    prep = files.preprocessing
+    classes = [prep.output_label(label) for label in prep.labels]
+    return Predictions(
+        ids=sequences.ids,
+        labels=[classes[i] for i in proba.argmax(axis=1)],
+        proba=proba,
+        classes=classes,
+    )
+
+
+def evaluate(
+    model_dir: Path, path: str, read: data.ReadOptions = data.ReadOptions()
+) -> tuple[Report, list[Any]]:
+    """Metrics of the model on labelled data; returns the report and the class labels."""
+    files = checkpoint.read_model_files(model_dir)
+    sequences = data.read_sequences(path, dataclasses.replace(read, require_labels=True))
+    prep = files.preprocessing
+    inputs = preprocessing.transform_inputs(prep, sequences)
+    true = preprocessing.encode_labels(prep, sequences)
+    proba = _proba(files, inputs, sequences.lengths, 256)
+    return classification_report(true, proba), [prep.output_label(x) for x in prep.labels]
+
+
+def describe(model_dir: Path) -> dict[str, Any]:
+    """What a model directory holds, without loading jax."""
+    files = checkpoint.read_model_files(model_dir)
+    prep = files.preprocessing
+    return {
+        "model_dir": str(model_dir),
+        "model": files.model.to_dict(),
+        "train": files.train.to_dict(),
+        "labels": [prep.output_label(x) for x in prep.labels],
+        "features": prep.num_features,
+        "feature_names": None if prep.feature_names is None else list(prep.feature_names),
+        "input_format": prep.source_format,
+        "summary": files.summary,
+        "rnnfc_version": files.rnnfc_version,
+    }

@@ -1,0 +1,446 @@
+"""The ``rnnfc`` command line: parse options, call one library function, render the result.
+
+Heavy libraries (jax, flax, Orbax) are imported only inside commands that need them, so
+``--help``, ``--version`` and usage errors answer at once. Every ``RnnfcError`` becomes
+one line on stderr and its exit code; anything unexpected becomes one line, the path of a
+log holding the traceback, and exit code 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import functools
+import io
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rnnfc_cli import __version__
+from rnnfc_cli.config import CELLS, POOLS, TrainConfig
+from rnnfc_cli.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    BadInputError,
+    GateFailedError,
+    RnnfcError,
+)
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok, 1 gate failed or internal error, 2 bad input or usage, 130 interrupted."
+)
+
+app = typer.Typer(
+    name="rnnfc",
+    help=f"Train, evaluate and apply RNN sequence classifiers. {EXIT_CODES_HELP}",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_DEFAULT_TRAIN = TrainConfig()
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        print(f"rnnfc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=_version_callback,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    del version
+
+
+# --- shared options ------------------------------------------------------------------------
+
+LabelCol = Annotated[str, typer.Option("--label-col", help="CSV column holding the class label.")]
+IdCol = Annotated[
+    str,
+    typer.Option(
+        "--id-col", help="CSV column whose presence marks long format (one row per step)."
+    ),
+]
+TimeCol = Annotated[
+    str,
+    typer.Option(
+        "--time-col", help="Long-CSV column that orders the steps of a sequence, if present."
+    ),
+]
+LabelsFile = Annotated[
+    str | None,
+    typer.Option(
+        "--labels", help="Labels for a .npy input: a .npy array or a text file, one per line."
+    ),
+]
+
+
+def _read_options(label_col: str, id_col: str, time_col: str, labels: str | None):
+    from rnnfc_cli.data import ReadOptions
+
+    return ReadOptions(label_col=label_col, id_col=id_col, time_col=time_col, labels_file=labels)
+
+
+def _parse_dense(text: str) -> tuple[int, ...]:
+    if text.strip().lower() in ("", "none", "0"):
+        return ()
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise BadInputError(f"--dense '{text}': expected sizes like 128,64 (or 'none')") from None
+    if any(size < 1 for size in sizes):
+        raise BadInputError(f"--dense '{text}': every size must be at least 1")
+    return sizes
+
+
+def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise BadInputError(f"{option} '{value}': choose one of {', '.join(choices)}")
+    return value
+
+
+def _command(name: str | None = None) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register a command whose ``RnnfcError`` becomes one stderr line and its exit code."""
+
+    def register(command: Callable[..., None]) -> Callable[..., None]:
+        label = name or command.__name__
+
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            try:
+                command(*args, **kwargs)
+            except RnnfcError as err:
+                print(f"rnnfc {label}: error: {err}", file=sys.stderr)
+                raise typer.Exit(err.exit_code) from None
+
+        return app.command(label)(wrapper)
+
+    return register
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data) + "\n")
+    sys.stdout.flush()
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+@_command()
+def train(
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="Training data: .csv (wide or long), .npz, .npy, or - for CSV on stdin."
+        ),
+    ],
+    model_dir: Annotated[
+        Path, typer.Option("--model-dir", "-m", help="Where to write the model directory.")
+    ] = Path("model"),
+    val: Annotated[
+        str | None,
+        typer.Option("--val", help="Validation data file (else --val-split of DATA is held out)."),
+    ] = None,
+    val_split: Annotated[
+        float,
+        typer.Option(
+            "--val-split", help="Fraction of DATA held out for validation, stratified by class."
+        ),
+    ] = _DEFAULT_TRAIN.val_split,
+    epochs: Annotated[
+        int, typer.Option("--epochs", min=1, help="Maximum number of epochs.")
+    ] = _DEFAULT_TRAIN.epochs,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=65536, help="Sequences per optimizer step.")
+    ] = _DEFAULT_TRAIN.batch_size,
+    lr: Annotated[
+        float, typer.Option("--lr", help="Peak learning rate (AdamW, warm-up then cosine decay).")
+    ] = _DEFAULT_TRAIN.lr,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed", min=0, help="Seed for initialisation, shuffling, dropout and the split."
+        ),
+    ] = _DEFAULT_TRAIN.seed,
+    cell: Annotated[
+        str, typer.Option("--cell", help=f"Recurrent cell: {'|'.join(CELLS)}.")
+    ] = "lstm",
+    hidden: Annotated[
+        int, typer.Option("--hidden", min=1, max=8192, help="Recurrent state size.")
+    ] = 128,
+    layers: Annotated[
+        int, typer.Option("--layers", min=1, max=16, help="Stacked recurrent layers.")
+    ] = 1,
+    dense: Annotated[
+        str,
+        typer.Option(
+            "--dense",
+            help="Hidden Dense layer sizes of the head, e.g. 128,64 ('none' for no hidden layer).",
+        ),
+    ] = "128",
+    dropout: Annotated[
+        float, typer.Option("--dropout", help="Dropout between recurrent layers and in the head.")
+    ] = 0.1,
+    pool: Annotated[
+        str,
+        typer.Option("--pool", help=f"How per-step states become one vector: {'|'.join(POOLS)}."),
+    ] = "last",
+    patience: Annotated[
+        int,
+        typer.Option(
+            "--patience", min=1, help="Epochs without a better validation score before stopping."
+        ),
+    ] = _DEFAULT_TRAIN.patience,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace MODEL_DIR if it already holds a model.")
+    ] = False,
+    json_output: Annotated[
+        bool,
+        typer.Option("--json", help="Print the training summary as one JSON object on stdout."),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    label_col: LabelCol = "label",
+    id_col: IdCol = "id",
+    time_col: TimeCol = "time",
+    labels: LabelsFile = None,
+) -> None:
+    """Train a classifier on DATA and save the best epoch (by validation score) to MODEL_DIR."""
+    from rnnfc_cli import api, display
+
+    if not 0.0 < lr <= 10.0:
+        raise BadInputError(f"--lr {lr}: must be greater than 0 (and at most 10)")
+    if not 0.0 <= dropout < 1.0:
+        raise BadInputError(f"--dropout {dropout}: must be in [0, 1)")
+    model_options = {
+        "cell": _check_choice("--cell", cell, CELLS),
+        "hidden": hidden,
+        "layers": layers,
+        "dense": _parse_dense(dense),
+        "dropout": dropout,
+        "pool": _check_choice("--pool", pool, POOLS),
+    }
+    train_config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        patience=patience,
+        val_split=val_split,
+    )
+    request = api.TrainRequest(
+        data=data,
+        model_dir=model_dir,
+        model_options=model_options,
+        train=train_config,
+        read=_read_options(label_col, id_col, time_col, labels),
+        val=val,
+        force=force,
+    )
+    with display.TrainingDisplay(quiet=quiet) as progress:
+        summary = api.train_model(request, progress)
+    if not quiet:
+        display.render_train_summary(summary)
+    if json_output:
+        _print_json(summary)
+
+
+@_command("eval")
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory written by rnnfc train.")],
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="Labelled data: .csv, .npz, .npy with --labels, or - for CSV on stdin."
+        ),
+    ],
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the metrics as one JSON object on stdout.")
+    ] = False,
+    min_accuracy: Annotated[
+        float | None,
+        typer.Option(
+            "--min-accuracy",
+            min=0.0,
+            max=1.0,
+            help="Exit with code 1 when accuracy is below this (a CI gate).",
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No tables on stderr.")] = False,
+    label_col: LabelCol = "label",
+    id_col: IdCol = "id",
+    time_col: TimeCol = "time",
+    labels: LabelsFile = None,
+) -> None:
+    """Score the model on labelled DATA: accuracy, macro-F1, log loss, per class, confusion."""
+    from rnnfc_cli import api, display
+
+    report, classes = api.evaluate(
+        model_dir, data, _read_options(label_col, id_col, time_col, labels)
+    )
+    result = report.to_dict(classes)
+    if json_output:
+        _print_json(result)
+    elif not quiet:
+        display.render_eval(result)
+    if min_accuracy is not None and report.accuracy < min_accuracy:
+        raise GateFailedError(
+            f"accuracy {report.accuracy:.4f} is below --min-accuracy {min_accuracy:.4f}"
+        )
+
+
+@_command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory written by rnnfc train.")],
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="Sequences to label: .csv, .npz, .npy, or - for CSV on stdin (labels are ignored)."
+        ),
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+    output_format: Annotated[
+        str, typer.Option("--format", help="Output format: csv|jsonl.")
+    ] = "csv",
+    proba: Annotated[
+        bool, typer.Option("--proba", help="Add the probability of every class.")
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=65536, help="Sequences per compiled call.")
+    ] = 256,
+    label_col: LabelCol = "label",
+    id_col: IdCol = "id",
+    time_col: TimeCol = "time",
+) -> None:
+    """Label every sequence in DATA, in input order: CSV 'id,label' (or JSON lines) on stdout."""
+    from rnnfc_cli import api
+
+    _check_choice("--format", output_format, ("csv", "jsonl"))
+    result = api.predict(
+        model_dir, data, _read_options(label_col, id_col, time_col, None), batch_size
+    )
+    text = _format_predictions(result, output_format, proba)
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        _write_atomic(output, text)
+
+
+def _format_predictions(result, output_format: str, proba: bool) -> str:
+    buffer = io.StringIO()
+    if output_format == "jsonl":
+        for i, (ident, label) in enumerate(zip(result.ids, result.labels, strict=True)):
+            record: dict[str, Any] = {"id": ident, "label": label}
+            if proba:
+                record["probs"] = {
+                    str(c): float(p) for c, p in zip(result.classes, result.proba[i], strict=True)
+                }
+            buffer.write(json.dumps(record) + "\n")
+        return buffer.getvalue()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = ["id", "label"]
+    if proba:
+        header += [f"prob_{c}" for c in result.classes]
+    writer.writerow(header)
+    for i, (ident, label) in enumerate(zip(result.ids, result.labels, strict=True)):
+        row = [ident, label]
+        if proba:
+            row += [f"{p:.6f}" for p in result.proba[i]]
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        raise BadInputError(f"{path}: cannot write ({err.strerror})") from None
+
+
+@_command()
+def info(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory written by rnnfc train.")],
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print everything as one JSON object on stdout.")
+    ] = False,
+) -> None:
+    """Describe a model: architecture, parameters, labels, features, data, scores, versions."""
+    from rnnfc_cli import api, display
+
+    description = api.describe(model_dir)
+    if json_output:
+        _print_json(description)
+    else:
+        display.render_info(description)
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+
+def _log_traceback() -> Path | None:
+    from rnnfc_cli.runtime import cache_dir
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = cache_dir() / "logs" / f"rnnfc-{stamp}-{os.getpid()}.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"rnnfc {__version__}\nargv: {sys.argv}\n\n{traceback.format_exc()}")
+    except OSError:
+        return None
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; errors become one line on stderr."""
+    command = "rnnfc"
+    try:
+        result = app(args=argv, prog_name="rnnfc", standalone_mode=False)
+    except typer.TyperException as err:
+        context = getattr(err, "ctx", None)
+        where = context.command_path if context is not None else command
+        message = err.format_message()
+        if message:
+            print(f"{where}: error: {message}", file=sys.stderr)
+        return getattr(err, "exit_code", EXIT_BAD_INPUT)
+    except (KeyboardInterrupt, typer.Abort):
+        print(f"{command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        sys.stderr.close()
+        return EXIT_FAILED
+    except Exception as err:
+        if os.environ.get("RNNFC_DEBUG"):
+            raise
+        log = _log_traceback()
+        where = f" (traceback in {log})" if log else ""
+        print(f"{command}: internal error: {type(err).__name__}: {err}{where}", file=sys.stderr)
+        return EXIT_FAILED
+    return result if isinstance(result, int) else 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Frozen settings for the model and for training, saved beside the weights.
+
+Stdlib only: ``rnnfc --help`` and the readers import this without jax.
+Each field of ``ModelConfig`` maps one-to-one onto a constructor argument of
+``models.SequenceClassifier`` so that the model directory alone rebuilds the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Self
+
+CELLS = ("lstm", "gru", "rnn")
+POOLS = ("last", "mean", "max")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Serializable:
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+            for f in dataclasses.fields(self)
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Build from a saved dict; unknown keys (written by a newer version) are ignored."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in data.items():
+            if key in names:
+                kwargs[key] = tuple(value) if isinstance(value, list) else value
+        return cls(**kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(_Serializable):
+    """Architecture of the classifier.
+
+    Attributes:
+      num_features: values per time step after preprocessing.
+      num_classes: size of the label vocabulary.
+      cell: recurrent cell, one of ``CELLS``.
+      hidden: recurrent state size.
+      layers: number of stacked recurrent layers.
+      dense: sizes of the hidden Dense layers of the head, in order.
+      dropout: dropout rate between recurrent layers and in the head.
+      pool: how the per-step states become one vector, one of ``POOLS``.
+    """
+
+    num_features: int
+    num_classes: int
+    cell: str = "lstm"
+    hidden: int = 128
+    layers: int = 1
+    dense: tuple[int, ...] = (128,)
+    dropout: float = 0.1
+    pool: str = "last"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(_Serializable):
+    """How the classifier is fitted.
+
+    Attributes:
+      epochs: maximum number of passes over the training data.
+      batch_size: sequences per optimizer step (the last batch is padded and masked).
+      lr: peak learning rate of the warm-up + cosine schedule.
+      weight_decay: AdamW decoupled weight decay.
+      warmup_steps: linear warm-up length in optimizer steps.
+      clip_norm: gradient clipping by global norm; 0 disables it.
+      seed: the one seed every random choice derives from.
+      patience: epochs without a better validation score before stopping.
+      min_steps: optimizer steps always taken before early stopping may fire, so that
+        tiny datasets (one or two batches per epoch) are not stopped near chance.
+      val_split: fraction of the training data held out (stratified) when no
+        validation file is given.
+    """
+
+    epochs: int = 200
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    clip_norm: float = 1.0
+    seed: int = 0
+    patience: int = 20
+    min_steps: int = 600
+    val_split: float = 0.1

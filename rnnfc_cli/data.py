@@ -1,0 +1,544 @@
+"""Read sequences from wide CSV, long CSV, NPZ and NPY into one validated structure.
+
+NumPy only. Every problem a user can fix raises ``BadInputError`` with a message that
+names the file and the place (row and column for CSV, key and index for NumPy files).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rnnfc_cli.errors import BadInputError
+
+STDIN = "-"
+_INT_LABEL = re.compile(r"[+-]?\d+")
+_GZIP_MAGIC = b"\x1f\x8b"
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadOptions:
+    """Where the parts of a table live and what must be there.
+
+    Attributes:
+      label_col: CSV column holding the class.
+      id_col: CSV column whose presence marks the long format and groups its rows.
+      time_col: long-CSV column that orders the rows of a sequence, when present.
+      labels_file: labels for a ``.npy`` input (a ``.npy`` array or one label per line).
+      require_labels: train and eval need labels; predict ignores them.
+    """
+
+    label_col: str = "label"
+    id_col: str = "id"
+    time_col: str = "time"
+    labels_file: str | None = None
+    require_labels: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceData:
+    """Padded sequences with their lengths and, when known, their labels.
+
+    Attributes:
+      inputs: float64[n, time, features]; steps at or past a sequence's length are 0.
+      lengths: int64[n], each in [1, time].
+      labels: canonical label strings [n] (integers written without a decimal point),
+        or None when the input has no labels.
+      ids: one identifier per sequence: the long-CSV id, else the 0-based index.
+      feature_names: CSV feature column names (long format), else None.
+      source_format: "wide-csv", "long-csv", "npz" or "npy".
+      source: the file name used in messages.
+    """
+
+    inputs: np.ndarray
+    lengths: np.ndarray
+    labels: np.ndarray | None
+    ids: list[str] | list[int]
+    feature_names: tuple[str, ...] | None
+    source_format: str
+    source: str
+
+    @property
+    def num_features(self) -> int:
+        return int(self.inputs.shape[2])
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def subset(self, index: np.ndarray) -> SequenceData:
+        """The sequences at ``index``, trimmed to their own longest length."""
+        lengths = self.lengths[index]
+        max_len = int(lengths.max()) if len(lengths) else 1
+        return dataclasses.replace(
+            self,
+            inputs=self.inputs[index, :max_len],
+            lengths=lengths,
+            labels=None if self.labels is None else self.labels[index],
+            ids=[self.ids[i] for i in index],
+        )
+
+
+def read_sequences(path: str, options: ReadOptions | None = None) -> SequenceData:
+    """Read any supported file (or ``-`` for CSV on stdin) into ``SequenceData``."""
+    options = options or ReadOptions()
+    if path == STDIN:
+        return _read_csv(sys.stdin.buffer.read(), "<stdin>", options)
+    file = Path(path)
+    if not file.exists():
+        raise BadInputError(f"{path}: no such file")
+    if file.is_dir():
+        raise BadInputError(f"{path}: is a directory, not a data file")
+    try:
+        with file.open("rb") as handle:
+            head = handle.read(8)
+    except OSError as err:
+        raise BadInputError(f"{path}: cannot read ({err.strerror})") from None
+    kind = _detect_format(file, head)
+    if kind == "npz":
+        return _read_npz(file, options)
+    if kind == "npy":
+        return _read_npy(file, options)
+    return _read_csv(file.read_bytes(), str(file), options)
+
+
+def _detect_format(file: Path, head: bytes) -> str:
+    suffix = file.suffix.lower()
+    if head.startswith(_GZIP_MAGIC):
+        raise BadInputError(f"{file}: is gzip-compressed; decompress it first (gunzip)")
+    if suffix == ".npz" or (suffix not in (".csv", ".npy") and head.startswith(_ZIP_MAGIC)):
+        return "npz"
+    if suffix == ".npy" or (suffix != ".csv" and head.startswith(_NPY_MAGIC)):
+        return "npy"
+    if suffix in (".csv", ".txt", ".tsv") or not suffix:
+        return "csv"
+    raise BadInputError(
+        f"{file}: unknown format '{suffix}' (expected .csv, .npz or .npy, or '-' for CSV on stdin)"
+    )
+
+
+# --- CSV -----------------------------------------------------------------------------------
+
+
+def _read_csv(raw: bytes, source: str, options: ReadOptions) -> SequenceData:
+    if raw.startswith(_GZIP_MAGIC):
+        raise BadInputError(f"{source}: is gzip-compressed; decompress it first (gunzip)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise BadInputError(
+            f"{source}: row {line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); "
+            "save the file as UTF-8"
+        ) from None
+    if "\x00" in text:
+        raise BadInputError(f"{source}: contains NUL bytes; is it a binary file?")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if header is None or not any(cell.strip() for cell in header):
+            raise BadInputError(f"{source}: is empty; expected a header row and data rows")
+        header = [name.strip() for name in header]
+        _check_header(header, source)
+        rows, row_numbers = [], []
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != len(header):
+                raise BadInputError(
+                    f"{source}: row {reader.line_num}: has {len(row)} fields, "
+                    f"the header has {len(header)}"
+                )
+            rows.append(row)
+            row_numbers.append(reader.line_num)
+    except csv.Error as err:
+        raise BadInputError(f"{source}: row {reader.line_num}: {err}") from None
+    if not rows:
+        raise BadInputError(f"{source}: has a header but no data rows")
+    table = _CsvTable(source, header, np.array(rows, dtype=str), np.asarray(row_numbers))
+    if options.id_col in header:
+        return _long_csv(table, options)
+    return _wide_csv(table, options)
+
+
+def _check_header(header: list[str], source: str) -> None:
+    seen: dict[str, int] = {}
+    for position, name in enumerate(header, start=1):
+        if not name:
+            raise BadInputError(f"{source}: row 1: column {position} has a blank name")
+        if name in seen:
+            raise BadInputError(
+                f"{source}: row 1: column name '{name}' appears twice "
+                f"(columns {seen[name]} and {position})"
+            )
+        seen[name] = position
+
+
+@dataclasses.dataclass(frozen=True)
+class _CsvTable:
+    source: str
+    header: list[str]
+    cells: np.ndarray  # str[rows, columns], unstripped
+    row_numbers: np.ndarray  # int[rows], 1-based file line of each row
+
+    def column(self, name: str) -> np.ndarray:
+        return np.char.strip(self.cells[:, self.header.index(name)])
+
+    def where(self, row: int, column: int) -> str:
+        return f"{self.source}: row {self.row_numbers[row]}, column '{self.header[column]}'"
+
+    def numbers(self, columns: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Parse ``columns`` as float64; empty cells come back as 0 with ``empty`` True."""
+        cells = np.char.strip(self.cells[:, columns])
+        empty = cells == ""
+        try:
+            values = np.where(empty, "0", cells).astype(np.float64)
+        except ValueError:
+            row, col = self._first_bad_number(cells, empty)
+            raise BadInputError(
+                f"{self.where(row, columns[col])}: '{cells[row, col]}' is not a number"
+            ) from None
+        bad = ~np.isfinite(values) & ~empty
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise BadInputError(
+                f"{self.where(row, columns[col])}: {cells[row, col]} is not a finite number"
+            )
+        return values, empty
+
+    @staticmethod
+    def _first_bad_number(cells: np.ndarray, empty: np.ndarray) -> tuple[int, int]:
+        for (row, col), cell in np.ndenumerate(cells):
+            if empty[row, col]:
+                continue
+            try:
+                float(cell)
+            except ValueError:
+                return row, col
+        raise AssertionError("numpy rejected a cell that float() accepts")
+
+
+def _csv_labels(table: _CsvTable, options: ReadOptions) -> np.ndarray | None:
+    if options.label_col not in table.header:
+        if options.require_labels:
+            raise BadInputError(
+                f"{table.source}: no label column '{options.label_col}' "
+                f"(columns: {_preview(table.header)}); name it with --label-col"
+            )
+        return None
+    if not options.require_labels:
+        return None
+    labels = table.column(options.label_col)
+    empty = np.flatnonzero(labels == "")
+    if empty.size:
+        raise BadInputError(
+            f"{table.where(empty[0], table.header.index(options.label_col))}: empty label"
+        )
+    return canonical_labels(labels)
+
+
+def _wide_csv(table: _CsvTable, options: ReadOptions) -> SequenceData:
+    labels = _csv_labels(table, options)
+    steps = [i for i, name in enumerate(table.header) if name != options.label_col]
+    if not steps:
+        raise BadInputError(f"{table.source}: has no time-step columns besides the label")
+    values, empty = table.numbers(steps)
+    present = ~empty
+    lengths = np.where(present.any(axis=1), present.shape[1] - np.argmax(present[:, ::-1], 1), 0)
+    if (lengths == 0).any():
+        row = int(np.flatnonzero(lengths == 0)[0])
+        raise BadInputError(f"{table.source}: row {table.row_numbers[row]}: has no values")
+    gaps = empty & (np.arange(len(steps))[None, :] < lengths[:, None])
+    if gaps.any():
+        row, col = np.argwhere(gaps)[0]
+        raise BadInputError(
+            f"{table.where(row, steps[col])}: empty cell inside the sequence "
+            "(only trailing cells may be empty)"
+        )
+    return SequenceData(
+        inputs=values[:, :, None],
+        lengths=lengths.astype(np.int64),
+        labels=labels,
+        ids=list(range(len(values))),
+        feature_names=None,
+        source_format="wide-csv",
+        source=table.source,
+    )
+
+
+def _long_csv(table: _CsvTable, options: ReadOptions) -> SequenceData:
+    labels = _csv_labels(table, options)
+    special = {options.id_col, options.label_col, options.time_col}
+    features = [i for i, name in enumerate(table.header) if name not in special]
+    if not features:
+        raise BadInputError(
+            f"{table.source}: has no feature columns besides "
+            f"'{options.id_col}', '{options.label_col}' and '{options.time_col}'"
+        )
+    values, empty = table.numbers(features)
+    if empty.any():
+        row, col = np.argwhere(empty)[0]
+        raise BadInputError(f"{table.where(row, features[col])}: empty cell (missing value)")
+    ids = table.column(options.id_col)
+    id_col = table.header.index(options.id_col)
+    if (ids == "").any():
+        raise BadInputError(f"{table.where(int(np.flatnonzero(ids == '')[0]), id_col)}: empty id")
+    unique_ids, first_row, group = np.unique(ids, return_index=True, return_inverse=True)
+    appearance = np.argsort(first_row, kind="stable")
+    rank = np.empty_like(appearance)
+    rank[appearance] = np.arange(len(appearance))
+    group = rank[group]
+    order_keys = [group]
+    if options.time_col in table.header:
+        order_keys.insert(0, _time_keys(table, options.time_col))
+    order = np.lexsort(order_keys)
+    counts = np.bincount(group)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    position = np.arange(len(order)) - starts[group[order]]
+    inputs = np.zeros((len(counts), int(counts.max()), len(features)))
+    inputs[group[order], position] = values[order]
+    if labels is not None:
+        labels = _labels_per_group(table, options, labels, group, unique_ids[appearance])
+    return SequenceData(
+        inputs=inputs,
+        lengths=counts.astype(np.int64),
+        labels=labels,
+        ids=[str(i) for i in unique_ids[appearance]],
+        feature_names=tuple(table.header[i] for i in features),
+        source_format="long-csv",
+        source=table.source,
+    )
+
+
+def _time_keys(table: _CsvTable, time_col: str) -> np.ndarray:
+    """Numeric times sort as numbers; anything else (ISO timestamps) sorts as text."""
+    times = table.column(time_col)
+    try:
+        return times.astype(np.float64)
+    except ValueError:
+        return np.unique(times, return_inverse=True)[1]
+
+
+def _labels_per_group(
+    table: _CsvTable,
+    options: ReadOptions,
+    labels: np.ndarray,
+    group: np.ndarray,
+    group_ids: np.ndarray,
+) -> np.ndarray:
+    first = np.zeros(group.max() + 1, dtype=np.int64)
+    first[group[::-1]] = np.arange(len(group))[::-1]
+    per_group = labels[first]
+    changed = np.flatnonzero(labels != per_group[group])
+    if changed.size:
+        row = int(changed[0])
+        raise BadInputError(
+            f"{table.where(row, table.header.index(options.label_col))}: label "
+            f"'{labels[row]}' differs from '{per_group[group[row]]}' earlier in "
+            f"id '{group_ids[group[row]]}' (one label per sequence)"
+        )
+    return per_group
+
+
+# --- NumPy ---------------------------------------------------------------------------------
+
+
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise BadInputError(
+                f"{path}: {what} holds Python objects (pickled); save a numeric or string array"
+            ) from None
+        raise BadInputError(f"{path}: not a valid .npy file ({err})") from None
+    except (OSError, EOFError) as err:
+        raise BadInputError(f"{path}: not a valid .npy file ({err})") from None
+
+
+def _read_npz(path: Path, options: ReadOptions) -> SequenceData:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise BadInputError(f"{path}: not a valid .npz file ({err})") from None
+    with archive:
+        keys = set(archive.files)
+        if "X" not in keys:
+            raise BadInputError(f"{path}: no key 'X' (keys: {_preview(sorted(keys))})")
+        if options.require_labels and "y" not in keys:
+            raise BadInputError(f"{path}: no key 'y' with the labels (keys: {sorted(keys)})")
+        arrays = {}
+        for key in ("X", "y", "lengths"):
+            if key in keys and (key != "y" or options.require_labels):
+                try:
+                    arrays[key] = archive[key]
+                except ValueError as err:
+                    if "allow_pickle" in str(err):
+                        raise BadInputError(
+                            f"{path}: key '{key}' holds Python objects (pickled); "
+                            "save a numeric or string array"
+                        ) from None
+                    raise BadInputError(f"{path}: key '{key}' is unreadable ({err})") from None
+                except (OSError, EOFError) as err:
+                    raise BadInputError(f"{path}: key '{key}' is unreadable ({err})") from None
+    return _from_arrays(
+        arrays["X"], arrays.get("y"), arrays.get("lengths"), str(path), "npz", "key 'y'"
+    )
+
+
+def _read_npy(path: Path, options: ReadOptions) -> SequenceData:
+    inputs = _load_npy(path, "X")
+    labels = None
+    if options.require_labels:
+        if options.labels_file is None:
+            raise BadInputError(
+                f"{path}: a .npy file holds no labels; give them with --labels FILE "
+                "(or use .npz with keys X and y)"
+            )
+        labels = read_label_file(options.labels_file)
+        return _from_arrays(inputs, labels, None, str(path), "npy", options.labels_file)
+    return _from_arrays(inputs, None, None, str(path), "npy", "")
+
+
+def read_label_file(path: str) -> np.ndarray:
+    """Labels for a ``.npy`` input: a ``.npy`` array or a text file with one label per line."""
+    file = Path(path)
+    if not file.is_file():
+        raise BadInputError(f"{path}: no such labels file")
+    if file.suffix.lower() == ".npy":
+        return _load_npy(file, "the labels array")
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadInputError(f"{path}: not UTF-8 text; save the labels file as UTF-8") from None
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return np.array([line.strip() for line in lines], dtype=str)
+
+
+def _from_arrays(
+    inputs: np.ndarray,
+    labels: np.ndarray | None,
+    lengths: np.ndarray | None,
+    source: str,
+    source_format: str,
+    labels_name: str,
+) -> SequenceData:
+    if inputs.dtype.kind not in "fiub":
+        raise BadInputError(f"{source}: X has dtype {inputs.dtype}; expected numbers")
+    if inputs.ndim == 2:
+        inputs = inputs[:, :, None]
+    if inputs.ndim != 3:
+        raise BadInputError(f"{source}: X has shape {inputs.shape}; expected (N, T) or (N, T, F)")
+    if 0 in inputs.shape:
+        raise BadInputError(f"{source}: X has shape {inputs.shape}; it holds no values")
+    inputs = inputs.astype(np.float64)
+    n, steps = inputs.shape[:2]
+    if lengths is None:
+        present = ~np.isnan(inputs).all(axis=2)
+        lengths = np.where(present.any(axis=1), steps - np.argmax(present[:, ::-1], 1), 0)
+        if (lengths == 0).any():
+            raise BadInputError(
+                f"{source}: X[{int(np.flatnonzero(lengths == 0)[0])}] is all NaN "
+                "(an empty sequence)"
+            )
+    else:
+        lengths = _check_lengths(lengths, n, steps, source)
+    valid = np.arange(steps)[None, :] < lengths[:, None]
+    bad = ~np.isfinite(inputs) & valid[:, :, None]
+    if bad.any():
+        i, t, f = np.argwhere(bad)[0]
+        raise BadInputError(
+            f"{source}: X[{i}, {t}, {f}] is {inputs[i, t, f]} inside the sequence "
+            f"(length {lengths[i]}); only trailing all-NaN steps may pad"
+        )
+    inputs = np.where(valid[:, :, None], inputs, 0.0)
+    if labels is not None:
+        if labels.ndim != 1 or len(labels) != n:
+            raise BadInputError(
+                f"{source}: X holds {n} sequences but {labels_name} has shape {labels.shape}"
+            )
+        labels = canonical_labels(labels, f"{source}: {labels_name}")
+    return SequenceData(
+        inputs=inputs,
+        lengths=lengths.astype(np.int64),
+        labels=labels,
+        ids=list(range(n)),
+        feature_names=None,
+        source_format=source_format,
+        source=source,
+    )
+
+
+def _check_lengths(lengths: np.ndarray, n: int, steps: int, source: str) -> np.ndarray:
+    if lengths.shape != (n,):
+        raise BadInputError(f"{source}: lengths has shape {lengths.shape}; expected ({n},)")
+    if lengths.dtype.kind not in "iu":
+        raise BadInputError(f"{source}: lengths has dtype {lengths.dtype}; expected integers")
+    out_of_range = np.flatnonzero((lengths < 1) | (lengths > steps))
+    if out_of_range.size:
+        i = int(out_of_range[0])
+        raise BadInputError(
+            f"{source}: lengths[{i}] is {lengths[i]}; each length must be in 1..{steps}"
+        )
+    return lengths
+
+
+# --- Labels --------------------------------------------------------------------------------
+
+
+def canonical_labels(labels: np.ndarray, where: str = "labels") -> np.ndarray:
+    """Labels as strings, integers written without a decimal point (``1.0`` -> ``1``)."""
+    if labels.dtype.kind == "b":
+        labels = labels.astype(np.int64)
+    if labels.dtype.kind in "iu":
+        return labels.astype(str)
+    if labels.dtype.kind == "f":
+        return _integral_floats(labels, where)
+    if labels.dtype.kind not in "US":
+        raise BadInputError(f"{where}: has dtype {labels.dtype}; expected integers or strings")
+    text = np.char.strip(labels.astype(str))
+    try:
+        numbers = text.astype(np.float64)
+    except ValueError:
+        return text
+    if np.all(np.isfinite(numbers)) and np.all(numbers == np.round(numbers)):
+        return numbers.astype(np.int64).astype(str)
+    return text
+
+
+def _integral_floats(labels: np.ndarray, where: str) -> np.ndarray:
+    bad = np.flatnonzero(~np.isfinite(labels) | (labels != np.round(labels)))
+    if bad.size:
+        i = int(bad[0])
+        raise BadInputError(
+            f"{where}[{i}] is {labels[i]}; class labels must be integers or strings"
+        )
+    return labels.astype(np.int64).astype(str)
+
+
+def label_kind(labels: Sequence[str]) -> str:
+    """ "int" when every label is an integer, so outputs can speak integers again."""
+    return "int" if all(_INT_LABEL.fullmatch(label) for label in labels) else "str"
+
+
+def sorted_vocabulary(labels: np.ndarray) -> tuple[str, ...]:
+    """Distinct labels, integers in numeric order, strings in lexical order."""
+    unique = np.unique(labels).tolist()
+    if label_kind(unique) == "int":
+        return tuple(sorted(unique, key=int))
+    return tuple(unique)
+
+
+def _preview(names: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")

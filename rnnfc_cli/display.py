@@ -1,0 +1,180 @@
+"""Rich rendering on stderr: the live training display and the human-readable reports.
+
+Stdout is kept for results (CSV, JSON), so everything here writes to an stderr console.
+Rich strips colour when stderr is not a terminal or ``NO_COLOR`` is set; on a
+non-terminal (a CI log) training prints one plain line per epoch instead of redrawing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+console = Console(stderr=True, highlight=False)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4f}"
+
+
+class TrainingDisplay:
+    """Progress of ``fit``: a redrawn bar on a terminal, one line per epoch elsewhere.
+
+    Implements ``train.FitCallbacks``; use as a context manager around training.
+    """
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.live = console.is_terminal and not quiet
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TextColumn("[dim]{task.fields[left]}"),
+            console=console,
+            transient=True,
+        )
+        self.task = None
+        self.epochs = 0
+        self.started = 0.0
+
+    def __enter__(self) -> TrainingDisplay:
+        if self.live:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.live:
+            self.progress.stop()
+
+    def on_start(self, epochs: int, steps_per_epoch: int) -> None:
+        self.epochs = epochs
+        self.started = time.perf_counter()
+        if self.live:
+            self.task = self.progress.add_task(
+                "train", total=steps_per_epoch, epoch=f"1/{epochs}", stats="", left=""
+            )
+
+    def on_step(self, epoch: int, step_in_epoch: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=step_in_epoch, epoch=f"{epoch}/{self.epochs}")
+
+    def on_epoch(self, record: Any, params: Any) -> None:
+        del params
+        stats = (
+            f"loss {_fmt(record.train_loss)}  acc {_fmt(record.train_accuracy)}  "
+            f"val_loss {_fmt(record.val_loss)}  val_acc {_fmt(record.val_accuracy)}"
+        )
+        elapsed = time.perf_counter() - self.started
+        left = elapsed / record.epoch * (self.epochs - record.epoch)
+        if self.task is not None:
+            self.progress.update(self.task, stats=stats, left=f"≤{_duration(left)} left")
+        elif not self.quiet:
+            mark = " *" if record.improved else ""
+            console.print(
+                f"epoch {record.epoch}/{self.epochs}  {stats}  {record.seconds:.2f}s{mark}"
+            )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def render_train_summary(summary: dict[str, Any]) -> None:
+    table = Table(title="Training finished", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("model directory", summary["model_dir"]),
+        ("best epoch", f"{summary['best_epoch']} of {summary['epochs_run']}"),
+        ("best val accuracy", _fmt(summary["best_val_accuracy"])),
+        ("best val loss", _fmt(summary["best_val_loss"])),
+        ("train time", f"{summary['train_seconds']:.1f}s ({summary['steps']} steps)"),
+        ("parameters", f"{summary['params']:,}"),
+        ("devices", f"{summary['devices']} x {summary['backend']}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    console.print(table)
+
+
+def render_eval(report: dict[str, Any]) -> None:
+    """The metrics, per-class scores and confusion matrix of ``rnnfc eval``."""
+    head = Table(show_header=False, title="Evaluation", title_justify="left")
+    head.add_column(style="bold")
+    head.add_column(justify="right")
+    head.add_row("sequences", str(report["n"]))
+    head.add_row("accuracy", _fmt(report["accuracy"]))
+    head.add_row("macro F1", _fmt(report["macro_f1"]))
+    head.add_row("log loss", _fmt(report["log_loss"]))
+    console.print(head)
+
+    per_class = Table(title="Per class", title_justify="left")
+    per_class.add_column("label")
+    for name in ("precision", "recall", "f1", "support"):
+        per_class.add_column(name, justify="right")
+    for label, scores in report["per_class"].items():
+        per_class.add_row(
+            label,
+            _fmt(scores["precision"]),
+            _fmt(scores["recall"]),
+            _fmt(scores["f1"]),
+            str(scores["support"]),
+        )
+    console.print(per_class)
+
+    confusion = Table(
+        title="Confusion matrix (rows: true, columns: predicted)", title_justify="left"
+    )
+    confusion.add_column("")
+    labels = [str(label) for label in report["labels"]]
+    for label in labels:
+        confusion.add_column(label, justify="right")
+    for i, (label, row) in enumerate(zip(labels, report["confusion_matrix"], strict=True)):
+        cells = [f"[bold green]{count}[/]" if i == j else str(count) for j, count in enumerate(row)]
+        confusion.add_row(label, *cells)
+    console.print(confusion)
+
+
+def render_info(info: dict[str, Any]) -> None:
+    """The model card of ``rnnfc info``."""
+    model, summary = info["model"], info["summary"]
+    data = summary.get("train_data", {})
+    table = Table(show_header=False, title=f"Model {info['model_dir']}", title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    dense = ",".join(str(size) for size in model["dense"]) or "none"
+    rows = [
+        ("cell", f"{model['cell']} x {model['layers']} layer(s), hidden {model['hidden']}"),
+        ("pooling / head", f"{model['pool']} / dense {dense}, dropout {model['dropout']}"),
+        ("parameters", f"{summary.get('params', 0):,}"),
+        ("labels", ", ".join(str(label) for label in info["labels"])),
+        ("features", _features(info)),
+        ("input format", info["input_format"]),
+        (
+            "training data",
+            f"{data.get('sequences')} sequences, length "
+            f"{data.get('length_min')}-{data.get('length_max')} "
+            f"(median {data.get('length_median')})",
+        ),
+        (
+            "best val accuracy",
+            f"{_fmt(summary['best_val_accuracy'])} (epoch {summary['best_epoch']})",
+        ),
+        ("trained", f"{summary.get('trained_at', '?')} in {summary['train_seconds']:.1f}s"),
+        ("versions", ", ".join(f"{k} {v}" for k, v in summary.get("versions", {}).items())),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+
+
+def _features(info: dict[str, Any]) -> str:
+    names = info["feature_names"]
+    return f"{info['features']}" + (f" ({', '.join(names)})" if names else "")

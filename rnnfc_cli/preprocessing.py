@@ -1,0 +1,175 @@
+"""What training learns about the data besides the weights, and how to apply it again.
+
+The fitted ``Preprocessing`` (label vocabulary, per-feature scaling, input schema) is saved
+in the model directory, so predict on raw input reproduces the training preprocessing.
+NumPy only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from rnnfc_cli.data import SequenceData, label_kind, sorted_vocabulary
+from rnnfc_cli.errors import BadInputError
+
+_MIN_STD = 1e-8
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """The fitted transformation from raw sequences to model inputs and back to labels.
+
+    Attributes:
+      labels: the class vocabulary; class index i is ``labels[i]``.
+      label_kind: "int" when every label is an integer, else "str".
+      feature_mean: per-feature mean over every valid training step.
+      feature_std: per-feature standard deviation over every valid training step.
+      feature_names: long-CSV feature columns at training, in model order, else None.
+      source_format: the format the model was trained from.
+    """
+
+    labels: tuple[str, ...]
+    label_kind: str
+    feature_mean: tuple[float, ...]
+    feature_std: tuple[float, ...]
+    feature_names: tuple[str, ...] | None
+    source_format: str
+
+    @property
+    def num_features(self) -> int:
+        return len(self.feature_mean)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        names = data.get("feature_names")
+        return cls(
+            labels=tuple(str(label) for label in data["labels"]),
+            label_kind=data["label_kind"],
+            feature_mean=tuple(float(x) for x in data["feature_mean"]),
+            feature_std=tuple(float(x) for x in data["feature_std"]),
+            feature_names=None if names is None else tuple(names),
+            source_format=data["source_format"],
+        )
+
+    def output_label(self, label: str) -> int | str:
+        """A label as the user wrote it: an integer again when all labels are integers."""
+        return int(label) if self.label_kind == "int" else label
+
+
+def fit(data: SequenceData) -> Preprocessing:
+    """Fit the label vocabulary and per-feature scaling on training data."""
+    if data.labels is None:
+        raise BadInputError(f"{data.source}: training data needs labels")
+    labels = sorted_vocabulary(data.labels)
+    if len(labels) < 2:
+        raise BadInputError(
+            f"{data.source}: every sequence has label '{labels[0]}'; "
+            "a classifier needs at least two classes"
+        )
+    valid = _valid_mask(data)
+    steps = data.inputs[valid]
+    mean = steps.mean(axis=0)
+    std = np.maximum(steps.std(axis=0), _MIN_STD)
+    return Preprocessing(
+        labels=labels,
+        label_kind=label_kind(labels),
+        feature_mean=tuple(mean.tolist()),
+        feature_std=tuple(std.tolist()),
+        feature_names=data.feature_names,
+        source_format=data.source_format,
+    )
+
+
+def conform(prep: Preprocessing, data: SequenceData) -> SequenceData:
+    """Check ``data`` against the training schema; reorder named features to model order."""
+    if data.feature_names is not None and prep.feature_names is not None:
+        missing = [name for name in prep.feature_names if name not in data.feature_names]
+        extra = [name for name in data.feature_names if name not in prep.feature_names]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing feature columns {missing}")
+            if extra:
+                parts.append(f"unknown columns {extra}")
+            raise BadInputError(
+                f"{data.source}: {' and '.join(parts)}; the model was trained on "
+                f"{list(prep.feature_names)}"
+            )
+        order = [data.feature_names.index(name) for name in prep.feature_names]
+        return dataclasses.replace(
+            data, inputs=data.inputs[:, :, order], feature_names=prep.feature_names
+        )
+    if data.num_features != prep.num_features:
+        raise BadInputError(
+            f"{data.source}: has {data.num_features} features per step; the model was "
+            f"trained on {prep.num_features}"
+        )
+    return data
+
+
+def transform_inputs(prep: Preprocessing, data: SequenceData) -> np.ndarray:
+    """Scaled inputs, float32[n, time, features], zero at padded steps."""
+    data = conform(prep, data)
+    mean = np.asarray(prep.feature_mean)
+    std = np.asarray(prep.feature_std)
+    scaled = (data.inputs - mean) / std
+    return np.where(_valid_mask(data)[:, :, None], scaled, 0.0).astype(np.float32)
+
+
+def encode_labels(prep: Preprocessing, data: SequenceData) -> np.ndarray:
+    """Class indices int32[n]; labels the model never saw are reported, not guessed."""
+    if data.labels is None:
+        raise BadInputError(f"{data.source}: has no labels")
+    index = {label: i for i, label in enumerate(prep.labels)}
+    unseen = sorted({label for label in data.labels.tolist() if label not in index})
+    if unseen:
+        count = int(np.isin(data.labels, unseen).sum())
+        shown = ", ".join(repr(label) for label in unseen[:10])
+        raise BadInputError(
+            f"{data.source}: {count} sequences have labels the model never saw: {shown} "
+            f"(model labels: {', '.join(prep.labels)})"
+        )
+    return np.array([index[label] for label in data.labels.tolist()], dtype=np.int32)
+
+
+def _valid_mask(data: SequenceData) -> np.ndarray:
+    return np.arange(data.inputs.shape[1])[None, :] < data.lengths[:, None]
+
+
+def stratified_split(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation) holding out ``fraction`` of each class.
+
+    The held-out count is allocated to classes by largest remainder, every class keeps
+    at least one training example, and at least one example is held out overall.
+
+    Args:
+      labels: label per example, [n].
+      fraction: share to hold out, in (0, 1).
+      seed: makes the choice repeatable.
+
+    Returns:
+      Two sorted int arrays partitioning ``range(n)``.
+    """
+    rng = np.random.default_rng(seed)
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    target = max(1, round(len(labels) * fraction))
+    exact = counts * target / len(labels)
+    take = np.minimum(np.floor(exact).astype(int), counts - 1)
+    for c in np.argsort(-(exact - take), kind="stable"):
+        if take.sum() >= target:
+            break
+        if take[c] < counts[c] - 1:
+            take[c] += 1
+    held = [rng.permutation(np.flatnonzero(inverse == c))[: take[c]] for c in range(len(classes))]
+    val = np.sort(np.concatenate(held)) if held else np.array([], dtype=int)
+    train = np.setdiff1d(np.arange(len(labels)), val)
+    return train, val
