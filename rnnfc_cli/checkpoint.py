@@ -165,13 +165,13 @@ def read_model_files(path: Path) -> ModelFiles:
     """Read and check everything but the weights."""
     if not path.is_dir():
         raise ModelDirError(f"{path}: no such model directory")
+    if not (path / CONFIG_FILE).exists():
+        raise ModelDirError(f"{path}: is not an rnnfc model directory (no {CONFIG_FILE})")
     missing = [name for name in _REQUIRED if not (path / name).exists()]
     if missing:
-        if (path / CONFIG_FILE).exists() or any(path.iterdir()):
-            raise ModelDirError(
-                f"{path}: incomplete model directory (missing {', '.join(missing)}); train it again"
-            )
-        raise ModelDirError(f"{path}: is not an rnnfc model directory")
+        raise ModelDirError(
+            f"{path}: incomplete model directory (missing {', '.join(missing)}); train it again"
+        )
     config = _read_json(path / CONFIG_FILE)
     version = config.get("format_version") if isinstance(config, dict) else None
     if not isinstance(version, int):

@@ -85,6 +85,7 @@ TimeCol = Annotated[
         "--time-col", help="Long-CSV column that orders the steps of a sequence, if present."
     ),
 ]
+ModelDirArg = Annotated[Path, typer.Argument(help="A model directory written by rnnfc train.")]
 LabelsFile = Annotated[
     str | None,
     typer.Option(
@@ -264,7 +265,7 @@ def train(
 
 @_command("eval")
 def evaluate(
-    model_dir: Annotated[Path, typer.Argument(help="A model directory written by rnnfc train.")],
+    model_dir: ModelDirArg,
     data: Annotated[
         str,
         typer.Argument(
@@ -308,7 +309,7 @@ def evaluate(
 
 @_command()
 def predict(
-    model_dir: Annotated[Path, typer.Argument(help="A model directory written by rnnfc train.")],
+    model_dir: ModelDirArg,
     data: Annotated[
         str,
         typer.Argument(
@@ -382,7 +383,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 @_command()
 def info(
-    model_dir: Annotated[Path, typer.Argument(help="A model directory written by rnnfc train.")],
+    model_dir: ModelDirArg,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print everything as one JSON object on stdout.")
     ] = False,

@@ -1,0 +1,97 @@
+"""Shared tiny datasets and one tiny trained model, so the suite stays fast on 2 cores."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Keep compiled programs in a per-run cache, never the user's.
+os.environ.setdefault("RNNFC_CACHE_DIR", str(Path(__file__).parent / ".cache"))
+
+TINY_MODEL = {"hidden": 8, "dense": (8,), "dropout": 0.0}
+
+
+def make_sequences(n: int = 24, seed: int = 0, features: int = 2, classes=("up", "down")):
+    """Variable-length sequences whose class decides the slope. Returns (list of arrays, labels)."""
+    rng = np.random.default_rng(seed)
+    sequences, labels = [], []
+    for i in range(n):
+        label = classes[i % len(classes)]
+        length = int(rng.integers(4, 10))
+        slope = 1.0 if label == classes[0] else -1.0
+        t = np.arange(length)[:, None]
+        sequences.append(
+            slope * t * np.ones((1, features)) + rng.normal(0, 0.3, (length, features))
+        )
+        labels.append(label)
+    return sequences, labels
+
+
+def write_long_csv(path: Path, sequences, labels, with_label: bool = True) -> Path:
+    features = sequences[0].shape[1]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        names = [f"f{j}" for j in range(features)]
+        writer.writerow(["id", "time", *names, *(["label"] if with_label else [])])
+        for i, (seq, label) in enumerate(zip(sequences, labels, strict=True)):
+            for t, row in enumerate(seq):
+                writer.writerow([f"s{i}", t, *row.tolist(), *([label] if with_label else [])])
+    return path
+
+
+def write_wide_csv(path: Path, sequences, labels) -> Path:
+    width = max(len(s) for s in sequences)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["label", *(f"t{i}" for i in range(width))])
+        for seq, label in zip(sequences, labels, strict=True):
+            values = seq[:, 0].tolist()
+            writer.writerow([label, *values, *[""] * (width - len(values))])
+    return path
+
+
+def padded(sequences, fill=np.nan) -> np.ndarray:
+    width = max(len(s) for s in sequences)
+    out = np.full((len(sequences), width, sequences[0].shape[1]), fill)
+    for i, seq in enumerate(sequences):
+        out[i, : len(seq)] = seq
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> dict[str, Path]:
+    """The same labelled problem as long CSV, wide CSV and NPZ, train and test."""
+    root = tmp_path_factory.mktemp("data")
+    train_seqs, train_labels = make_sequences(32, seed=1)
+    test_seqs, test_labels = make_sequences(12, seed=2)
+    np.savez(root / "train.npz", X=padded(train_seqs), y=np.array(train_labels))
+    return {
+        "train_long": write_long_csv(root / "train_long.csv", train_seqs, train_labels),
+        "test_long": write_long_csv(root / "test_long.csv", test_seqs, test_labels),
+        "train_wide": write_wide_csv(root / "train_wide.csv", train_seqs, train_labels),
+        "test_wide": write_wide_csv(root / "test_wide.csv", test_seqs, test_labels),
+        "train_npz": root / "train.npz",
+        "root": root,
+    }
+
+
+@pytest.fixture(scope="session")
+def trained_model(tiny_data, tmp_path_factory) -> Path:
+    """A tiny model trained once for the whole session (long-CSV input, string labels)."""
+    from rnnfc_cli import api
+    from rnnfc_cli.config import TrainConfig
+
+    model_dir = tmp_path_factory.mktemp("models") / "tiny"
+    api.train_model(
+        api.TrainRequest(
+            data=str(tiny_data["train_long"]),
+            model_dir=model_dir,
+            model_options=TINY_MODEL,
+            train=TrainConfig(epochs=3, batch_size=8, min_steps=0, val_split=0.25),
+        )
+    )
+    return model_dir

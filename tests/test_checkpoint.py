@@ -1,0 +1,129 @@
+"""The model directory: exact round trip, atomic replacement, and clear refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from conftest import TINY_MODEL
+
+from rnnfc_cli import api, checkpoint
+from rnnfc_cli.config import ModelConfig, TrainConfig
+from rnnfc_cli.errors import ModelDirError
+from rnnfc_cli.models import build_model
+from rnnfc_cli.preprocessing import Preprocessing
+from rnnfc_cli.train import abstract_params, init_params, make_logits_fn, predict_proba
+
+PREP = Preprocessing(("a", "b"), "str", (0.0, 0.0), (1.0, 1.0), None, "npz")
+
+
+def _request(tiny_data, model_dir: Path, **kwargs) -> api.TrainRequest:
+    return api.TrainRequest(
+        data=str(tiny_data["train_npz"]),
+        model_dir=model_dir,
+        model_options=TINY_MODEL,
+        train=TrainConfig(epochs=1, batch_size=16, min_steps=0, val_split=0.25),
+        **kwargs,
+    )
+
+
+def test_saved_and_restored_parameters_predict_identically(tmp_path):
+    config = ModelConfig(2, 2, **TINY_MODEL)
+    model = build_model(config)
+    params = jax.device_get(init_params(model, jax.random.key(3)))
+    with checkpoint.ModelDirWriter(tmp_path / "m", force=False) as writer:
+        writer.write_settings(config, TrainConfig(), PREP)
+        writer.save_params(1, params)
+        writer.commit({"best_epoch": 1})
+    restored = checkpoint.restore_params(tmp_path / "m", abstract_params(model))
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, params, restored)))
+    inputs = np.random.default_rng(0).normal(size=(5, 6, 2)).astype(np.float32)
+    lengths = np.array([6, 1, 3, 2, 5], np.int32)
+    logits_fn = make_logits_fn(model)
+    np.testing.assert_array_equal(
+        predict_proba(logits_fn, params, inputs, lengths),
+        predict_proba(logits_fn, restored, inputs, lengths),
+    )
+    files = checkpoint.read_model_files(tmp_path / "m")
+    assert files.model == config and files.preprocessing == PREP
+
+
+def test_existing_directory_is_refused_without_force(tiny_data, trained_model):
+    before = sorted(p.name for p in trained_model.rglob("*"))
+    with pytest.raises(ModelDirError, match=r"already exists.*--force"):
+        api.train_model(_request(tiny_data, trained_model))
+    assert sorted(p.name for p in trained_model.rglob("*")) == before
+
+
+def test_force_refuses_a_directory_that_is_not_a_model(tiny_data, tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "thesis.txt").write_text("precious")
+    with pytest.raises(ModelDirError, match="not an rnnfc model directory"):
+        api.train_model(_request(tiny_data, tmp_path / "notes", force=True))
+    assert (tmp_path / "notes" / "thesis.txt").read_text() == "precious"
+
+
+class _Explode:
+    def on_start(self, epochs, steps_per_epoch):
+        pass
+
+    def on_step(self, epoch, step_in_epoch):
+        raise KeyboardInterrupt
+
+    def on_epoch(self, record, params):
+        pass
+
+
+def test_interrupted_training_leaves_the_old_model_whole_and_no_staging(tiny_data, tmp_path):
+    model_dir = tmp_path / "m"
+    api.train_model(_request(tiny_data, model_dir))
+    summary = (model_dir / checkpoint.SUMMARY_FILE).read_text()
+    with pytest.raises(KeyboardInterrupt):
+        api.train_model(_request(tiny_data, model_dir, force=True), _Explode())
+    assert (model_dir / checkpoint.SUMMARY_FILE).read_text() == summary
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+    api.predict(model_dir, str(tiny_data["train_npz"]))
+
+
+def test_force_replaces_a_model_once_the_new_one_is_complete(tiny_data, tmp_path):
+    model_dir = tmp_path / "m"
+    api.train_model(_request(tiny_data, model_dir))
+    (model_dir / "stale.txt").write_text("old")
+    api.train_model(_request(tiny_data, model_dir, force=True))
+    assert not (model_dir / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda d: (d / checkpoint.SUMMARY_FILE).unlink(), "incomplete model directory"),
+        (lambda d: (d / checkpoint.CONFIG_FILE).write_text("{not json"), "corrupted"),
+        (
+            lambda d: (d / checkpoint.CONFIG_FILE).write_text(
+                json.dumps({"format_version": 99, "rnnfc_version": "9.0"})
+            ),
+            "newer rnnfc",
+        ),
+        (lambda d: shutil.rmtree(d / checkpoint.CHECKPOINT_DIR), "missing checkpoints"),
+        (lambda d: [p.unlink() for p in (d / "checkpoints").rglob("*") if p.is_file()], "restore"),
+    ],
+)
+def test_damaged_model_directory_is_reported(trained_model, tmp_path, tiny_data, damage, expected):
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_model, copy)
+    damage(copy)
+    with pytest.raises(ModelDirError, match=expected):
+        api.predict(copy, str(tiny_data["test_long"]))
+
+
+def test_missing_and_foreign_directories(tmp_path):
+    with pytest.raises(ModelDirError, match="no such model directory"):
+        checkpoint.read_model_files(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelDirError, match="not an rnnfc model directory"):
+        checkpoint.read_model_files(tmp_path / "empty")

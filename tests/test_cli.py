@@ -1,0 +1,214 @@
+"""The command line end to end: through Typer's runner, and once as real processes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from rnnfc_cli import api
+from rnnfc_cli.cli import app, main
+
+runner = CliRunner()
+TINY_FLAGS = ["--hidden", "8", "--dense", "8", "--epochs", "2", "--batch-size", "8", "-q"]
+
+
+def invoke(*args, input=None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+def test_train_json_summary_has_the_documented_keys(tiny_data, tmp_path):
+    result = invoke("train", tiny_data["train_wide"], "-m", tmp_path / "m", *TINY_FLAGS, "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    for key in (
+        "model_dir",
+        "epochs_run",
+        "best_epoch",
+        "best_val_accuracy",
+        "train_seconds",
+        "params",
+        "devices",
+    ):
+        assert key in summary
+    assert summary["epochs_run"] == 2
+    metrics = (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in metrics] == [1, 2]
+
+
+def test_train_refuses_an_existing_model_dir_with_exit_2(tiny_data, trained_model):
+    result = invoke("train", tiny_data["train_long"], "-m", trained_model, *TINY_FLAGS)
+    assert result.exit_code == 2
+    assert "already exists" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_eval_json_matches_the_library_and_gates(tiny_data, trained_model):
+    result = invoke("eval", trained_model, tiny_data["test_long"], "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    expected, labels = api.evaluate(trained_model, str(tiny_data["test_long"]))
+    assert report == json.loads(json.dumps(expected.to_dict(labels)))
+    assert report["labels"] == ["down", "up"]
+    gate = invoke("eval", trained_model, tiny_data["test_long"], "--min-accuracy", "1.01")
+    assert gate.exit_code == 2  # out of range is a usage error
+    accuracy = report["accuracy"]
+    passed = invoke("eval", trained_model, tiny_data["test_long"], "--min-accuracy", accuracy, "-q")
+    assert passed.exit_code == 0
+    if accuracy > 0:
+        failed = invoke("eval", trained_model, tiny_data["test_long"], "--min-accuracy", 1.0, "-q")
+        assert (failed.exit_code == 1) == (accuracy < 1.0)
+        if accuracy < 1.0:
+            assert "below --min-accuracy" in failed.stderr
+
+
+def test_eval_tables_go_to_stderr_not_stdout(tiny_data, trained_model):
+    result = invoke("eval", trained_model, tiny_data["test_long"])
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert "accuracy" in result.stderr and "Confusion" in result.stderr
+
+
+def test_predict_csv_in_input_order_with_probabilities(tiny_data, trained_model):
+    result = invoke("predict", trained_model, tiny_data["test_long"], "--proba")
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert list(rows[0]) == ["id", "label", "prob_down", "prob_up"]
+    assert [r["id"] for r in rows] == [f"s{i}" for i in range(12)]
+    expected = api.predict(trained_model, str(tiny_data["test_long"]))
+    assert [r["label"] for r in rows] == expected.labels
+    probs = np.array([[float(r["prob_down"]), float(r["prob_up"])] for r in rows])
+    np.testing.assert_allclose(probs, expected.proba, atol=1e-6)
+
+
+def test_predict_jsonl_from_stdin_ignores_labels(tiny_data, trained_model):
+    raw = tiny_data["test_long"].read_bytes()
+    result = invoke("predict", trained_model, "-", "--format", "jsonl", "--proba", input=raw)
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 12 and set(records[0]) == {"id", "label", "probs"}
+    assert set(records[0]["probs"]) == {"down", "up"}
+    assert abs(sum(records[0]["probs"].values()) - 1) < 1e-6
+
+
+def test_predict_to_file(tiny_data, trained_model, tmp_path):
+    out = tmp_path / "pred.csv"
+    result = invoke("predict", trained_model, tiny_data["test_long"], "-o", out)
+    assert result.exit_code == 0 and result.stdout == ""
+    assert out.read_text().splitlines()[0] == "id,label"
+
+
+def test_info_json(trained_model):
+    result = invoke("info", trained_model, "--json")
+    assert result.exit_code == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["labels"] == ["down", "up"]
+    assert info["model"]["hidden"] == 8 and info["features"] == 2
+    assert info["summary"]["params"] > 0
+
+
+BAD_INVOCATIONS = [
+    (["train", "missing.csv"], "missing.csv: no such file"),
+    (["train", "{train_long}", "--batch-size", "0"], "--batch-size"),
+    (["train", "{train_long}", "--lr", "-1"], "--lr"),
+    (["train", "{train_long}", "--epochs", "0"], "--epochs"),
+    (["train", "{train_long}", "--hidden", "1000000000"], "--hidden"),
+    (["train", "{train_long}", "--cell", "transformer"], "--cell 'transformer'"),
+    (["train", "{train_long}", "--dense", "12,x"], "--dense '12,x'"),
+    (["train", "{train_long}", "--val-split", "1.5"], "--val-split"),
+    (["train", "{train_long}", "--label-col", "klass"], "no label column 'klass'"),
+    (["eval", "{model}", "{unseen}"], "2 sequences have labels the model never saw: 'sideways'"),
+    (["predict", "{model}", "{train_wide}"], "has 1 features per step; the model was trained on 2"),
+    (["predict", "{model}", "{other_columns}"], "missing feature columns"),
+    (["predict", "{model}", "{train_long}", "--format", "xml"], "--format 'xml'"),
+    (["predict", "nomodel", "{train_long}"], "nomodel: no such model directory"),
+    (["info", "{root}"], "not an rnnfc model directory"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_files(tiny_data):
+    root = tiny_data["root"]
+    text = tiny_data["test_long"].read_text()
+    unseen = [
+        line.replace(",up", ",sideways") if line.startswith(("s0,", "s2,")) else line
+        for line in text.splitlines()
+    ]
+    (root / "unseen.csv").write_text("\n".join(unseen) + "\n")
+    (root / "other.csv").write_text(text.replace("f1", "g1", 1))
+    return {
+        "train_long": tiny_data["train_long"],
+        "train_wide": tiny_data["train_wide"],
+        "unseen": root / "unseen.csv",
+        "other_columns": root / "other.csv",
+        "root": root,
+    }
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    BAD_INVOCATIONS,
+    ids=[" ".join(b[0][:2]) + b[1][:12] for b in BAD_INVOCATIONS],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    bad_files, trained_model, tmp_path, capsys, argv, expected
+):
+    names = {**bad_files, "model": trained_model}
+    args = [a.format(**names) for a in argv]
+    if args[0] == "train":
+        args += ["-m", str(tmp_path / "m")]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert expected in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_help_and_version_do_not_import_jax():
+    code = (
+        "import sys; from rnnfc_cli.cli import main; "
+        "assert main(['--version']) == 0; "
+        "assert main(['train', '--help']) == 0; "
+        "assert 'jax' not in sys.modules, 'jax imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_real_processes_train_eval_predict(tiny_data, tmp_path):
+    """The installed entry point (python -m rnnfc_cli) chained as in the README."""
+    model_dir = tmp_path / "model"
+    env = {**os.environ, "NO_COLOR": "1"}
+    cmd = [sys.executable, "-m", "rnnfc_cli"]
+    train = subprocess.run(
+        [*cmd, "train", str(tiny_data["train_npz"]), "-m", str(model_dir), *TINY_FLAGS, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert train.returncode == 0, train.stderr
+    assert json.loads(train.stdout)["model_dir"] == str(model_dir)
+    evaluated = subprocess.run(
+        [*cmd, "eval", str(model_dir), str(tiny_data["test_long"]), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["n"] == 12
+    predicted = subprocess.run(
+        [*cmd, "predict", str(model_dir), str(tiny_data["test_wide"])],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    # Trained on 2 features, so 1-feature wide CSV is refused cleanly by the real process.
+    assert predicted.returncode == 2
+    assert predicted.stderr.count("\n") == 1 and "features per step" in predicted.stderr

@@ -1,0 +1,96 @@
+"""Fitted preprocessing: scaling, vocabulary, schema checks and the stratified split."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rnnfc_cli import preprocessing
+from rnnfc_cli.data import SequenceData
+from rnnfc_cli.errors import BadInputError
+
+
+def _data(inputs, lengths, labels=None, names=None):
+    inputs = np.asarray(inputs, dtype=np.float64)
+    return SequenceData(
+        inputs=inputs,
+        lengths=np.asarray(lengths),
+        labels=None if labels is None else np.asarray(labels),
+        ids=list(range(len(inputs))),
+        feature_names=names,
+        source_format="npz",
+        source="mem",
+    )
+
+
+def test_scaling_uses_valid_steps_only_and_zeroes_padding():
+    inputs = [[[1.0, 10.0], [3.0, 30.0]], [[5.0, 50.0], [0.0, 0.0]]]
+    data = _data(inputs, [2, 1], ["a", "b"])
+    prep = preprocessing.fit(data)
+    np.testing.assert_allclose(prep.feature_mean, [3.0, 30.0])
+    np.testing.assert_allclose(prep.feature_std, [np.std([1, 3, 5]), np.std([10, 30, 50])])
+    out = preprocessing.transform_inputs(prep, data)
+    assert out.dtype == np.float32
+    assert out[1, 1].tolist() == [0.0, 0.0]
+    np.testing.assert_allclose(out[0, 0], [(1 - 3) / np.std([1, 3, 5])] * 2, rtol=1e-6)
+
+
+def test_constant_feature_does_not_divide_by_zero():
+    data = _data([[[2.0]], [[2.0]]], [1, 1], ["a", "b"])
+    out = preprocessing.transform_inputs(preprocessing.fit(data), data)
+    assert np.isfinite(out).all()
+
+
+def test_one_class_is_refused():
+    with pytest.raises(BadInputError, match="at least two classes"):
+        preprocessing.fit(_data([[[1.0]], [[2.0]]], [1, 1], ["a", "a"]))
+
+
+def test_named_features_are_reordered_and_mismatches_refused():
+    train = _data([[[1.0, 2.0]], [[3.0, 4.0]]], [1, 1], ["a", "b"], names=("x", "y"))
+    prep = preprocessing.fit(train)
+    swapped = _data([[[2.0, 1.0]], [[4.0, 3.0]]], [1, 1], names=("y", "x"))
+    np.testing.assert_array_equal(
+        preprocessing.transform_inputs(prep, swapped), preprocessing.transform_inputs(prep, train)
+    )
+    other = dataclasses.replace(swapped, feature_names=("y", "z"))
+    with pytest.raises(BadInputError, match=r"missing feature columns \['x'\]"):
+        preprocessing.transform_inputs(prep, other)
+    with pytest.raises(BadInputError, match="has 1 features per step; the model was trained on 2"):
+        preprocessing.transform_inputs(prep, _data([[[1.0]]], [1]))
+
+
+def test_unseen_labels_are_counted_and_named():
+    prep = preprocessing.fit(_data([[[1.0]], [[2.0]]], [1, 1], ["a", "b"]))
+    with pytest.raises(BadInputError, match="2 sequences have labels the model never saw: 'c'"):
+        preprocessing.encode_labels(prep, _data([[[1.0]]] * 3, [1, 1, 1], ["c", "a", "c"]))
+
+
+def test_preprocessing_round_trips_through_dict():
+    prep = preprocessing.fit(_data([[[1.0]], [[2.0]]], [1, 1], ["10", "9"], names=("x",)))
+    assert prep.labels == ("9", "10")
+    assert prep.output_label("10") == 10
+    assert preprocessing.Preprocessing.from_dict(prep.to_dict()) == prep
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    counts=st.lists(st.integers(1, 30), min_size=2, max_size=6),
+    fraction=st.floats(0.05, 0.5),
+    seed=st.integers(0, 1000),
+)
+def test_stratified_split_partitions_and_keeps_every_class_in_training(counts, fraction, seed):
+    labels = np.repeat(np.arange(len(counts)), counts)
+    train, val = preprocessing.stratified_split(labels, fraction, seed)
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(len(labels)))
+    assert set(labels[train]) == set(range(len(counts)))
+    if len(labels) > len(counts):
+        assert len(val) >= 1
+    for c, count in enumerate(counts):
+        held = int((labels[val] == c).sum())
+        assert held <= max(count - 1, 0)
+        assert abs(held - count * len(val) / len(labels)) <= 1.0 + 1e-9 or held == count - 1
