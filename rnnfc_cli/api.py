@@ -31,11 +31,13 @@ class TrainRequest:
     Attributes:
       data: training file path, or "-" for CSV on stdin.
       model_dir: where the model directory goes.
-      model_options: ``ModelConfig`` fields other than the two the data decides.
+      model_options: ``ModelConfig`` fields other than the two the data decides;
+        ``patch=0`` (the default) picks the patch size from the training lengths.
       train: training settings.
       read: how to read the input files.
       val: a validation file; when None, ``train.val_split`` of the data is held out.
       force: replace an existing model directory.
+      normalize: "feature", "sequence" or "none" (see ``Preprocessing``).
     """
 
     data: str
@@ -45,6 +47,7 @@ class TrainRequest:
     read: data.ReadOptions = dataclasses.field(default_factory=data.ReadOptions)
     val: str | None = None
     force: bool = False
+    normalize: str = "feature"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,13 +111,14 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
                 "set; add data or give --val FILE"
             )
         train_data, val_data = full.subset(train_index), full.subset(val_index)
-    prep = preprocessing.fit(train_data)
+    prep = preprocessing.fit(train_data, request.normalize)
     train_arrays = _arrays(prep, train_data)
     val_arrays = _arrays(prep, val_data)
+    options = dict(request.model_options)
+    if not options.get("patch"):
+        options["patch"] = auto_patch(train_data.lengths)
     model_config = ModelConfig(
-        num_features=prep.num_features,
-        num_classes=len(prep.labels),
-        **request.model_options,
+        num_features=prep.num_features, num_classes=len(prep.labels), **options
     )
 
     from rnnfc_cli import models, runtime, train
@@ -141,6 +145,12 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
             "train_seconds": round(result.train_seconds, 3),
             "steps": result.steps,
             "params": int(sum(np.size(p) for p in jax.tree.leaves(result.params))),
+            "ensemble": request.train.ensemble,
+            "best_epochs": list(result.best_epochs),
+            "member_val_accuracy": list(result.member_val_accuracy),
+            "member_val_accuracy_mean": float(np.mean(result.member_val_accuracy)),
+            "member_val_accuracy_std": float(np.std(result.member_val_accuracy)),
+            "patch": model_config.patch,
             "devices": jax.device_count(),
             "backend": jax.default_backend(),
             "train_data": _data_summary(train_data),
@@ -150,6 +160,21 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
         }
         writer.commit(summary)
     return summary
+
+
+PATCH_TARGET_STEPS = 64
+MAX_AUTO_PATCH = 16
+
+
+def auto_patch(lengths: np.ndarray) -> int:
+    """Patch size for ``--patch auto``: the smallest power of two that brings the median
+    training length down to at most ``PATCH_TARGET_STEPS`` recurrent steps (capped at 16).
+    """
+    median = float(np.median(lengths))
+    patch = 1
+    while median / patch > PATCH_TARGET_STEPS and patch < MAX_AUTO_PATCH:
+        patch *= 2
+    return patch
 
 
 def _check_train_config(config: TrainConfig) -> None:
@@ -205,9 +230,10 @@ def _proba(
 
     runtime.configure_jax()
     model = models.build_model(files.model)
-    params = checkpoint.restore_params(files.path, train.abstract_params(model))
-    logits_fn = train.make_logits_fn(model)
-    return train.predict_proba(logits_fn, params, inputs, lengths.astype(np.int32), batch_size)
+    target = train.abstract_params(model, files.train.ensemble)
+    params = checkpoint.restore_params(files.path, target)
+    proba_fn = train.make_proba_fn(model)
+    return train.predict_proba(proba_fn, params, inputs, lengths.astype(np.int32), batch_size)
 
 
 def predict(

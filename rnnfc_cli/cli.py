@@ -23,7 +23,15 @@ from typing import Annotated, Any
 import typer
 
 from rnnfc_cli import __version__
-from rnnfc_cli.config import CELLS, POOLS, TrainConfig
+from rnnfc_cli.config import (
+    CELLS,
+    CLASS_WEIGHTS,
+    MONITORS,
+    NORMALIZATIONS,
+    POOLS,
+    ModelConfig,
+    TrainConfig,
+)
 from rnnfc_cli.errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -46,7 +54,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-_DEFAULT_TRAIN = TrainConfig()
+_TRAIN = TrainConfig()
+_MODEL = ModelConfig(num_features=1, num_classes=2)
 
 
 def _version_callback(value: bool) -> None:
@@ -145,6 +154,30 @@ def _print_json(data: Any) -> None:
 # --- commands ------------------------------------------------------------------------------
 
 
+def _opt(*names: str, **kwargs: Any) -> Any:
+    """A ``typer.Option`` that always shows its default in ``--help``."""
+    return typer.Option(*names, show_default=True, **kwargs)
+
+
+def _parse_patch(text: str) -> int:
+    if text == "auto":
+        return 0
+    try:
+        size = int(text)
+    except ValueError:
+        raise BadInputError(f"--patch '{text}': expected 'auto' or a number of steps") from None
+    if not 1 <= size <= 1024:
+        raise BadInputError(f"--patch {size}: must be between 1 and 1024")
+    return size
+
+
+def _check_range(option: str, value: float, low: float, high: float, closed_high: bool) -> None:
+    ok = low <= value <= high if closed_high else low <= value < high
+    if not ok:
+        bracket = "]" if closed_high else ")"
+        raise BadInputError(f"{option} {value}: must be in [{low}, {high}{bracket}")
+
+
 @_command()
 def train(
     data: Annotated[
@@ -154,70 +187,123 @@ def train(
         ),
     ],
     model_dir: Annotated[
-        Path, typer.Option("--model-dir", "-m", help="Where to write the model directory.")
+        Path, _opt("--model-dir", "-m", help="Where to write the model directory.")
     ] = Path("model"),
     val: Annotated[
         str | None,
-        typer.Option("--val", help="Validation data file (else --val-split of DATA is held out)."),
+        _opt("--val", help="Validation data file (else --val-split of DATA is held out)."),
     ] = None,
     val_split: Annotated[
         float,
-        typer.Option(
-            "--val-split", help="Fraction of DATA held out for validation, stratified by class."
-        ),
-    ] = _DEFAULT_TRAIN.val_split,
+        _opt("--val-split", help="Fraction of DATA held out for validation, stratified by class."),
+    ] = _TRAIN.val_split,
     epochs: Annotated[
-        int, typer.Option("--epochs", min=1, help="Maximum number of epochs.")
-    ] = _DEFAULT_TRAIN.epochs,
+        int, _opt("--epochs", min=1, help="Maximum number of epochs.")
+    ] = _TRAIN.epochs,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, max=65536, help="Sequences per optimizer step.")
-    ] = _DEFAULT_TRAIN.batch_size,
+        int, _opt("--batch-size", min=1, max=65536, help="Sequences per optimizer step.")
+    ] = _TRAIN.batch_size,
     lr: Annotated[
-        float, typer.Option("--lr", help="Peak learning rate (AdamW, warm-up then cosine decay).")
-    ] = _DEFAULT_TRAIN.lr,
+        float, _opt("--lr", help="Peak learning rate of AdamW (linear warm-up, cosine decay).")
+    ] = _TRAIN.lr,
+    weight_decay: Annotated[
+        float, _opt("--weight-decay", min=0.0, help="AdamW decoupled weight decay.")
+    ] = _TRAIN.weight_decay,
+    warmup: Annotated[
+        int, _opt("--warmup", min=0, help="Warm-up optimizer steps (at most a tenth of all steps).")
+    ] = _TRAIN.warmup_steps,
+    clip_norm: Annotated[
+        float,
+        _opt(
+            "--clip-norm", min=0.0, help="Clip gradients to this global norm; 0 turns clipping off."
+        ),
+    ] = _TRAIN.clip_norm,
+    label_smoothing: Annotated[
+        float, _opt("--label-smoothing", help="Label smoothing, in [0, 1).")
+    ] = _TRAIN.label_smoothing,
+    class_weight: Annotated[
+        str, _opt("--class-weight", help=f"Loss weights per class: {'|'.join(CLASS_WEIGHTS)}.")
+    ] = _TRAIN.class_weight,
+    monitor: Annotated[
+        str,
+        _opt(
+            "--monitor",
+            help=f"Validation metric for the best epoch and early stopping: {'|'.join(MONITORS)}.",
+        ),
+    ] = _TRAIN.monitor,
+    patience: Annotated[
+        int, _opt("--patience", min=1, help="Epochs without progress on --monitor before stopping.")
+    ] = _TRAIN.patience,
+    min_steps: Annotated[
+        int, _opt("--min-steps", min=0, help="Optimizer steps always taken before early stopping.")
+    ] = _TRAIN.min_steps,
     seed: Annotated[
         int,
-        typer.Option(
-            "--seed", min=0, help="Seed for initialisation, shuffling, dropout and the split."
+        _opt("--seed", min=0, help="Seed for initialisation, shuffling, dropout and the split."),
+    ] = _TRAIN.seed,
+    seeds: Annotated[
+        int,
+        _opt(
+            "--seeds",
+            min=1,
+            max=64,
+            help="Train this many models at once (seeds SEED, SEED+1, ...) as an ensemble.",
         ),
-    ] = _DEFAULT_TRAIN.seed,
-    cell: Annotated[
-        str, typer.Option("--cell", help=f"Recurrent cell: {'|'.join(CELLS)}.")
-    ] = "lstm",
+    ] = _TRAIN.ensemble,
+    cell: Annotated[str, _opt("--cell", help=f"Recurrent cell: {'|'.join(CELLS)}.")] = _MODEL.cell,
     hidden: Annotated[
-        int, typer.Option("--hidden", min=1, max=8192, help="Recurrent state size.")
-    ] = 128,
+        int, _opt("--hidden", min=1, max=8192, help="Recurrent state size.")
+    ] = _MODEL.hidden,
     layers: Annotated[
-        int, typer.Option("--layers", min=1, max=16, help="Stacked recurrent layers.")
-    ] = 1,
+        int, _opt("--layers", min=1, max=16, help="Stacked recurrent layers.")
+    ] = _MODEL.layers,
+    bidirectional: Annotated[
+        bool,
+        _opt(
+            "--bidirectional/--unidirectional",
+            help="Add a backward pass over each sequence's valid steps.",
+        ),
+    ] = _MODEL.bidirectional,
+    pool: Annotated[
+        str, _opt("--pool", help=f"How per-step states become one vector: {'|'.join(POOLS)}.")
+    ] = _MODEL.pool,
     dense: Annotated[
         str,
-        typer.Option(
-            "--dense",
-            help="Hidden Dense layer sizes of the head, e.g. 128,64 ('none' for no hidden layer).",
+        _opt(
+            "--dense", help="Hidden Dense layer sizes of the head, e.g. 128,64 ('none' for none)."
         ),
-    ] = "128",
+    ] = ",".join(map(str, _MODEL.dense)),
     dropout: Annotated[
-        float, typer.Option("--dropout", help="Dropout between recurrent layers and in the head.")
-    ] = 0.1,
-    pool: Annotated[
-        str,
-        typer.Option("--pool", help=f"How per-step states become one vector: {'|'.join(POOLS)}."),
-    ] = "last",
-    patience: Annotated[
-        int,
-        typer.Option(
-            "--patience", min=1, help="Epochs without a better validation score before stopping."
+        float,
+        _opt("--dropout", help="Dropout between recurrent layers and in the head, in [0, 1)."),
+    ] = _MODEL.dropout,
+    layer_norm: Annotated[
+        bool,
+        _opt(
+            "--layer-norm/--no-layer-norm", help="Layer normalisation after each recurrent layer."
         ),
-    ] = _DEFAULT_TRAIN.patience,
+    ] = _MODEL.layer_norm,
+    patch: Annotated[
+        str,
+        _opt(
+            "--patch",
+            help="Fold K steps into one recurrent step ('auto': from the training lengths).",
+        ),
+    ] = "auto",
+    normalize: Annotated[
+        str,
+        _opt(
+            "--normalize",
+            help=f"Input scaling: {'|'.join(NORMALIZATIONS)} (per feature, or per sequence).",
+        ),
+    ] = "feature",
     force: Annotated[
-        bool, typer.Option("--force", help="Replace MODEL_DIR if it already holds a model.")
+        bool, _opt("--force", help="Replace MODEL_DIR if it already holds a model.")
     ] = False,
     json_output: Annotated[
-        bool,
-        typer.Option("--json", help="Print the training summary as one JSON object on stdout."),
+        bool, _opt("--json", help="Print the training summary as one JSON object on stdout.")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Annotated[bool, _opt("--quiet", "-q", help="No progress display.")] = False,
     label_col: LabelCol = "label",
     id_col: IdCol = "id",
     time_col: TimeCol = "time",
@@ -228,23 +314,34 @@ def train(
 
     if not 0.0 < lr <= 10.0:
         raise BadInputError(f"--lr {lr}: must be greater than 0 (and at most 10)")
-    if not 0.0 <= dropout < 1.0:
-        raise BadInputError(f"--dropout {dropout}: must be in [0, 1)")
+    _check_range("--dropout", dropout, 0.0, 1.0, closed_high=False)
+    _check_range("--label-smoothing", label_smoothing, 0.0, 1.0, closed_high=False)
     model_options = {
         "cell": _check_choice("--cell", cell, CELLS),
         "hidden": hidden,
         "layers": layers,
+        "bidirectional": bidirectional,
+        "pool": _check_choice("--pool", pool, POOLS),
         "dense": _parse_dense(dense),
         "dropout": dropout,
-        "pool": _check_choice("--pool", pool, POOLS),
+        "layer_norm": layer_norm,
+        "patch": _parse_patch(patch),
     }
     train_config = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
+        weight_decay=weight_decay,
+        warmup_steps=warmup,
+        clip_norm=clip_norm,
         seed=seed,
         patience=patience,
+        min_steps=min_steps,
         val_split=val_split,
+        label_smoothing=label_smoothing,
+        class_weight=_check_choice("--class-weight", class_weight, CLASS_WEIGHTS),
+        monitor=_check_choice("--monitor", monitor, MONITORS),
+        ensemble=seeds,
     )
     request = api.TrainRequest(
         data=data,
@@ -254,6 +351,7 @@ def train(
         read=_read_options(label_col, id_col, time_col, labels),
         val=val,
         force=force,
+        normalize=_check_choice("--normalize", normalize, NORMALIZATIONS),
     )
     with display.TrainingDisplay(quiet=quiet) as progress:
         summary = api.train_model(request, progress)

@@ -11,7 +11,10 @@ import dataclasses
 from typing import Any, Self
 
 CELLS = ("lstm", "gru", "rnn")
-POOLS = ("last", "mean", "max")
+POOLS = ("last", "mean", "max", "attention")
+NORMALIZATIONS = ("feature", "sequence", "none")
+MONITORS = ("val_accuracy", "val_loss")
+CLASS_WEIGHTS = ("none", "balanced")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,11 +44,15 @@ class ModelConfig(_Serializable):
       num_features: values per time step after preprocessing.
       num_classes: size of the label vocabulary.
       cell: recurrent cell, one of ``CELLS``.
-      hidden: recurrent state size.
+      hidden: recurrent state size (per direction).
       layers: number of stacked recurrent layers.
+      bidirectional: add a backward pass over each sequence's valid steps.
+      pool: how the per-step states become one vector, one of ``POOLS``.
       dense: sizes of the hidden Dense layers of the head, in order.
       dropout: dropout rate between recurrent layers and in the head.
-      pool: how the per-step states become one vector, one of ``POOLS``.
+      layer_norm: layer normalisation after each recurrent layer.
+      patch: steps folded into one recurrent step (a Dense projection of each
+        non-overlapping patch), so the recurrence runs over ``time / patch`` steps.
     """
 
     num_features: int
@@ -53,9 +60,12 @@ class ModelConfig(_Serializable):
     cell: str = "lstm"
     hidden: int = 128
     layers: int = 1
+    bidirectional: bool = False
+    pool: str = "last"
     dense: tuple[int, ...] = (128,)
     dropout: float = 0.1
-    pool: str = "last"
+    layer_norm: bool = False
+    patch: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +85,11 @@ class TrainConfig(_Serializable):
         tiny datasets (one or two batches per epoch) are not stopped near chance.
       val_split: fraction of the training data held out (stratified) when no
         validation file is given.
+      label_smoothing: mass moved from the true class to a uniform distribution.
+      class_weight: "balanced" weighs each example's loss by n / (classes * n_class).
+      monitor: the validation metric that picks the best epoch and drives early stopping.
+      ensemble: models trained at once (vmapped over parameters and PRNG keys, seeds
+        ``seed .. seed + ensemble - 1``); predictions average their probabilities.
     """
 
     epochs: int = 200
@@ -87,3 +102,7 @@ class TrainConfig(_Serializable):
     patience: int = 20
     min_steps: int = 600
     val_split: float = 0.1
+    label_smoothing: float = 0.0
+    class_weight: str = "none"
+    monitor: str = "val_accuracy"
+    ensemble: int = 1

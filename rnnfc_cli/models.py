@@ -80,31 +80,74 @@ class RecurrentLayer(nn.Module):
         return last, outputs
 
 
-def pool_states(last: jax.Array, outputs: jax.Array, valid: jax.Array, pool: str) -> jax.Array:
+def reverse_valid(x: jax.Array, lengths: jax.Array) -> jax.Array:
+    """Reverse each sequence's valid steps in place, leaving its padding where it is.
+
+    Applying it twice gives ``x`` back, so it also maps backward outputs to forward time.
+
+    Args:
+      x: [batch, time, ...].
+      lengths: int[batch].
+    """
+    steps = jnp.arange(x.shape[1])[None, :]
+    index = jnp.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
+    index = index.reshape(index.shape + (1,) * (x.ndim - 2))
+    return jnp.take_along_axis(x, index, axis=1)
+
+
+def patch_steps(inputs: jax.Array, lengths: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
+    """Fold non-overlapping runs of ``size`` steps into one step of ``size`` times the features.
+
+    Padded steps are zeroed first, so the result does not depend on what padding held.
+
+    Args:
+      inputs: float32[batch, time, features].
+      lengths: int[batch].
+      size: steps per patch.
+
+    Returns:
+      float32[batch, ceil(time / size), size * features] and the patched lengths
+      ``ceil(lengths / size)``.
+    """
+    batch, steps, features = inputs.shape
+    inputs = jnp.where(valid_mask(lengths, steps)[:, :, None], inputs, 0.0)
+    padded_steps = -(-steps // size) * size
+    inputs = jnp.pad(inputs, ((0, 0), (0, padded_steps - steps), (0, 0)))
+    patched = inputs.reshape(batch, padded_steps // size, size * features)
+    return patched, (lengths + size - 1) // size
+
+
+def pool_states(
+    last: jax.Array, outputs: jax.Array, valid: jax.Array, pool: str, scores: jax.Array | None
+) -> jax.Array:
     """Reduce per-step states to one vector per sequence, over valid steps only.
 
     Args:
       last: float32[batch, hidden], the state after the last valid step.
       outputs: float32[batch, time, hidden].
       valid: bool[batch, time].
-      pool: "last", "mean" or "max".
+      pool: "last", "mean", "max" or "attention".
+      scores: float32[batch, time] attention logits, for ``pool="attention"``.
 
     Returns:
       float32[batch, hidden].
     """
+    mask = valid[:, :, None]
     if pool == "last":
         return last
-    mask = valid[:, :, None]
     if pool == "mean":
         total = jnp.where(mask, outputs, 0.0).sum(axis=1)
         return total / jnp.maximum(valid.sum(axis=1, keepdims=True), 1).astype(outputs.dtype)
     if pool == "max":
         return jnp.where(mask, outputs, -jnp.inf).max(axis=1)
+    if pool == "attention":
+        weights = jax.nn.softmax(jnp.where(valid, scores, -jnp.inf), axis=1)
+        return jnp.einsum("bt,bth->bh", weights, jnp.where(mask, outputs, 0.0))
     raise ValueError(f"unknown pool {pool!r}")
 
 
 class SequenceClassifier(nn.Module):
-    """Recurrent encoder + Dense head producing class logits.
+    """Optional patching, a (bi)directional recurrent stack, pooling, and a Dense head.
 
     Attributes mirror ``config.ModelConfig`` one-to-one (see there).
     """
@@ -114,14 +157,30 @@ class SequenceClassifier(nn.Module):
     cell: str = "lstm"
     hidden: int = 128
     layers: int = 1
+    bidirectional: bool = False
+    pool: str = "last"
     dense: Sequence[int] = (128,)
     dropout: float = 0.1
-    pool: str = "last"
+    layer_norm: bool = False
+    patch: int = 1
 
     def setup(self):
-        self.recurrent = [
+        if self.patch > 1:
+            self.patch_projection = nn.Dense(self.hidden, name="patch_projection")
+        self.forward = [
             RecurrentLayer(self.cell, self.hidden, name=f"rnn_{i}") for i in range(self.layers)
         ]
+        if self.bidirectional:
+            self.backward = [
+                RecurrentLayer(self.cell, self.hidden, name=f"rnn_{i}_backward")
+                for i in range(self.layers)
+            ]
+        if self.layer_norm:
+            self.norms = [nn.LayerNorm(name=f"layer_norm_{i}") for i in range(self.layers)]
+        if self.pool == "attention":
+            self.attention_hidden = nn.Dense(self.hidden, name="attention_hidden")
+            # No bias: softmax over time ignores a shared shift.
+            self.attention_score = nn.Dense(1, use_bias=False, name="attention_score")
         self.head = [nn.Dense(size, name=f"dense_{i}") for i, size in enumerate(self.dense)]
         self.logits = nn.Dense(self.num_classes, name="logits")
         self.drop = nn.Dropout(self.dropout)
@@ -137,13 +196,27 @@ class SequenceClassifier(nn.Module):
         Returns:
           float32[batch, num_classes] logits.
         """
-        valid = valid_mask(lengths, inputs.shape[1])
         x = inputs
-        for depth, layer in enumerate(self.recurrent):
+        if self.patch > 1:
+            x, lengths = patch_steps(x, lengths, self.patch)
+            x = self.patch_projection(x)
+        valid = valid_mask(lengths, x.shape[1])
+        for depth in range(self.layers):
             if depth:
                 x = self.drop(x, deterministic=not train)
-            last, x = layer(x, valid)
-        h = pool_states(last, x, valid, self.pool)
+            last, outputs = self.forward[depth](x, valid)
+            if self.bidirectional:
+                back_last, back = self.backward[depth](reverse_valid(x, lengths), valid)
+                last = jnp.concatenate([last, back_last], axis=-1)
+                outputs = jnp.concatenate([outputs, reverse_valid(back, lengths)], axis=-1)
+            if self.layer_norm:
+                outputs = self.norms[depth](outputs)
+                last = self.norms[depth](last)
+            x = outputs
+        scores = None
+        if self.pool == "attention":
+            scores = self.attention_score(nn.tanh(self.attention_hidden(x)))[..., 0]
+        h = pool_states(last, x, valid, self.pool, scores)
         for layer in self.head:
             h = self.drop(nn.relu(layer(h)), deterministic=not train)
         return self.logits(h)

@@ -29,6 +29,9 @@ class Preprocessing:
       feature_std: per-feature standard deviation over every valid training step.
       feature_names: long-CSV feature columns at training, in model order, else None.
       source_format: the format the model was trained from.
+      normalize: "feature" scales each feature by the training mean and std; "sequence"
+        z-normalises each feature of each sequence by its own mean and std (for series
+        whose amplitudes differ by orders of magnitude); "none" leaves values as they are.
     """
 
     labels: tuple[str, ...]
@@ -37,6 +40,7 @@ class Preprocessing:
     feature_std: tuple[float, ...]
     feature_names: tuple[str, ...] | None
     source_format: str
+    normalize: str = "feature"
 
     @property
     def num_features(self) -> int:
@@ -56,6 +60,7 @@ class Preprocessing:
             feature_std=tuple(float(x) for x in data["feature_std"]),
             feature_names=None if names is None else tuple(names),
             source_format=data["source_format"],
+            normalize=data.get("normalize", "feature"),
         )
 
     def output_label(self, label: str) -> int | str:
@@ -63,8 +68,8 @@ class Preprocessing:
         return int(label) if self.label_kind == "int" else label
 
 
-def fit(data: SequenceData) -> Preprocessing:
-    """Fit the label vocabulary and per-feature scaling on training data."""
+def fit(data: SequenceData, normalize: str = "feature") -> Preprocessing:
+    """Fit the label vocabulary and the chosen normalisation on training data."""
     if data.labels is None:
         raise BadInputError(f"{data.source}: training data needs labels")
     labels = sorted_vocabulary(data.labels)
@@ -73,10 +78,10 @@ def fit(data: SequenceData) -> Preprocessing:
             f"{data.source}: every sequence has label '{labels[0]}'; "
             "a classifier needs at least two classes"
         )
-    valid = _valid_mask(data)
-    steps = data.inputs[valid]
-    mean = steps.mean(axis=0)
-    std = np.maximum(steps.std(axis=0), _MIN_STD)
+    mean, std = np.zeros(data.num_features), np.ones(data.num_features)
+    if normalize == "feature":
+        steps = data.inputs[_valid_mask(data)]
+        mean, std = steps.mean(axis=0), np.maximum(steps.std(axis=0), _MIN_STD)
     return Preprocessing(
         labels=labels,
         label_kind=label_kind(labels),
@@ -84,6 +89,7 @@ def fit(data: SequenceData) -> Preprocessing:
         feature_std=tuple(std.tolist()),
         feature_names=data.feature_names,
         source_format=data.source_format,
+        normalize=normalize,
     )
 
 
@@ -117,10 +123,16 @@ def conform(prep: Preprocessing, data: SequenceData) -> SequenceData:
 def transform_inputs(prep: Preprocessing, data: SequenceData) -> np.ndarray:
     """Scaled inputs, float32[n, time, features], zero at padded steps."""
     data = conform(prep, data)
-    mean = np.asarray(prep.feature_mean)
-    std = np.asarray(prep.feature_std)
-    scaled = (data.inputs - mean) / std
-    return np.where(_valid_mask(data)[:, :, None], scaled, 0.0).astype(np.float32)
+    valid = _valid_mask(data)[:, :, None]
+    if prep.normalize == "sequence":
+        count = data.lengths[:, None, None]
+        mean = np.where(valid, data.inputs, 0.0).sum(axis=1, keepdims=True) / count
+        centred = np.where(valid, data.inputs - mean, 0.0)
+        std = np.sqrt((centred**2).sum(axis=1, keepdims=True) / count)
+        scaled = centred / np.maximum(std, _MIN_STD)
+    else:
+        scaled = (data.inputs - np.asarray(prep.feature_mean)) / np.asarray(prep.feature_std)
+    return np.where(valid, scaled, 0.0).astype(np.float32)
 
 
 def encode_labels(prep: Preprocessing, data: SequenceData) -> np.ndarray:

@@ -1,4 +1,8 @@
-"""Optimizer, pure train/eval steps, the epoch loop with early stopping, and batched predict.
+"""Optimizer, pure train step, the epoch loop with early stopping, and batched predict.
+
+Training always runs an ensemble of ``TrainConfig.ensemble`` members (one by default):
+parameters, optimizer state and PRNG keys carry a leading member axis and the train step
+is ``jax.vmap``-ed over it, so K models train in one compiled program on the same batches.
 
 Every batch has the same shape (the last one is padded and masked by zero weights), so each
 step compiles once. Metrics are sums and counts kept on the device and fetched once per
@@ -8,6 +12,7 @@ epoch, never per step.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -24,6 +29,9 @@ from rnnfc_cli.models import SequenceClassifier
 
 PREDICT_BATCH = 256
 LOSS_MIN_DELTA = 1e-3
+_LOG_EPS = 1e-15
+
+ProbaFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 
 
 @struct.dataclass
@@ -54,10 +62,6 @@ class Metrics:
     def __add__(self, other: Metrics) -> Metrics:
         return jax.tree.map(jnp.add, self, other)
 
-    @classmethod
-    def zero(cls) -> Metrics:
-        return cls(jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
-
 
 def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
     """AdamW on a linear warm-up + cosine schedule, after clipping by global norm."""
@@ -75,45 +79,76 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTrans
     return adamw
 
 
-def init_params(model: SequenceClassifier, key: jax.Array) -> Any:
-    """Parameters for ``model``, initialised in one compiled call."""
+def member_keys(seed: int, members: int) -> jax.Array:
+    """One PRNG key per ensemble member: seeds ``seed, seed + 1, ...``."""
+    return jax.vmap(jax.random.key)(seed + jnp.arange(members))
+
+
+def init_params(model: SequenceClassifier, keys: jax.Array) -> Any:
+    """Stacked parameters, one set per key, initialised in one compiled call."""
 
     def init(key):
         inputs = jnp.zeros((1, 1, model.num_features), jnp.float32)
         return model.init(key, inputs, jnp.ones((1,), jnp.int32), train=False)["params"]
 
-    return jax.jit(init)(key)
+    return jax.jit(jax.vmap(init))(keys)
 
 
-def abstract_params(model: SequenceClassifier) -> Any:
-    """Shapes and dtypes of ``model``'s parameters, without computing any."""
-    return jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
+def abstract_params(model: SequenceClassifier, members: int) -> Any:
+    """Shapes and dtypes of ``members`` stacked parameter sets, without computing any."""
+    return jax.eval_shape(lambda: init_params(model, member_keys(0, members)))
 
 
 def create_train_state(
     model: SequenceClassifier, config: TrainConfig, total_steps: int
 ) -> train_state.TrainState:
-    params = init_params(model, jax.random.key(config.seed))
-    return train_state.TrainState.create(
-        apply_fn=model.apply, params=params, tx=make_optimizer(config, total_steps)
-    )
+    """Stacked train state of ``config.ensemble`` members (leading axis on every leaf)."""
+    tx = make_optimizer(config, total_steps)
+    params = init_params(model, member_keys(config.seed, config.ensemble))
+    return jax.jit(
+        jax.vmap(lambda p: train_state.TrainState.create(apply_fn=model.apply, params=p, tx=tx))
+    )(params)
 
 
-def _loss_and_metrics(logits: jax.Array, batch: Batch) -> tuple[jax.Array, Metrics]:
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch.labels)
-    correct = (jnp.argmax(logits, -1) == batch.labels) * batch.weights
+def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray:
+    """Per-class loss weights: ones, or "balanced" ``n / (classes * n_class)``."""
+    if mode == "none":
+        return np.ones(num_classes, np.float32)
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = len(labels) / (num_classes * np.maximum(counts, 1.0))
+    return weights.astype(np.float32)
+
+
+def weighted_loss(
+    logits: jax.Array,
+    batch: Batch,
+    weights_by_class: jax.Array,
+    label_smoothing: float,
+) -> tuple[jax.Array, Metrics]:
+    """Loss = sum_i m_i w_{y_i} CE_i / sum_i m_i, with m the padding mask and w the class
+    weights; CE is against labels smoothed by ``label_smoothing``.
+    """
+    targets = jax.nn.one_hot(batch.labels, logits.shape[-1])
+    if label_smoothing > 0:
+        targets = optax.smooth_labels(targets, label_smoothing)
+    losses = optax.softmax_cross_entropy(logits, targets)
+    example_weights = batch.weights * weights_by_class[batch.labels]
     metrics = Metrics(
-        loss_sum=(losses * batch.weights).sum(),
-        correct=correct.sum(),
+        loss_sum=(losses * example_weights).sum(),
+        correct=((jnp.argmax(logits, -1) == batch.labels) * batch.weights).sum(),
         count=batch.weights.sum(),
     )
     return metrics.loss_sum / jnp.maximum(metrics.count, 1.0), metrics
 
 
 def train_step(
-    state: train_state.TrainState, batch: Batch, key: jax.Array
+    state: train_state.TrainState,
+    batch: Batch,
+    key: jax.Array,
+    weights_by_class: jax.Array,
+    label_smoothing: float = 0.0,
 ) -> tuple[train_state.TrainState, Metrics]:
-    """One optimizer step on the weighted mean cross-entropy of ``batch``."""
+    """One optimizer step of one ensemble member on ``batch``."""
     dropout_key = jax.random.fold_in(key, state.step)
 
     def loss_fn(params):
@@ -124,30 +159,45 @@ def train_step(
             train=True,
             rngs={"dropout": dropout_key},
         )
-        return _loss_and_metrics(logits, batch)
+        return weighted_loss(logits, batch, weights_by_class, label_smoothing)
 
     grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
     return state.apply_gradients(grads=grads), metrics
 
 
-def make_logits_fn(model: SequenceClassifier) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
-    """A compiled ``(params, inputs, lengths) -> logits`` for inference."""
+def make_ensemble_step(
+    weights_by_class: np.ndarray, label_smoothing: float
+) -> Callable[[train_state.TrainState, Batch, jax.Array], tuple[train_state.TrainState, Metrics]]:
+    """The compiled step for stacked states: every member, the same batch, its own key."""
+    step = functools.partial(
+        train_step,
+        weights_by_class=jnp.asarray(weights_by_class),
+        label_smoothing=label_smoothing,
+    )
+    return jax.jit(jax.vmap(step, in_axes=(0, None, 0)), donate_argnums=0)
+
+
+def make_proba_fn(model: SequenceClassifier) -> ProbaFn:
+    """A compiled ``(stacked params, inputs, lengths) -> float32[members, batch, classes]``."""
 
     @jax.jit
-    def logits_fn(params, inputs, lengths):
-        return model.apply({"params": params}, inputs, lengths, train=False)
+    def proba_fn(params, inputs, lengths):
+        def member(p):
+            return jax.nn.softmax(model.apply({"params": p}, inputs, lengths, train=False))
 
-    return logits_fn
+        return jax.vmap(member)(params)
+
+    return proba_fn
 
 
-def predict_proba(
-    logits_fn: Callable[[Any, jax.Array, jax.Array], jax.Array],
+def member_proba(
+    proba_fn: ProbaFn,
     params: Any,
     inputs: np.ndarray,
     lengths: np.ndarray,
     batch_size: int = PREDICT_BATCH,
 ) -> np.ndarray:
-    """Class probabilities float64[n, classes], in fixed-shape batches."""
+    """Each member's class probabilities, float64[members, n, classes], in fixed batches."""
     n = len(inputs)
     batch_size = max(1, min(batch_size, n))
     chunks = []
@@ -161,19 +211,27 @@ def predict_proba(
                 [batch_inputs, np.zeros((pad, *inputs.shape[1:]), inputs.dtype)]
             )
             batch_lengths = np.concatenate([batch_lengths, np.ones(pad, lengths.dtype)])
-        chunks.append(logits_fn(params, batch_inputs, batch_lengths.astype(np.int32)))
-    logits = np.concatenate([np.asarray(c, np.float64) for c in jax.device_get(chunks)])[:n]
-    return _softmax(logits)
+        chunks.append(proba_fn(params, batch_inputs, batch_lengths.astype(np.int32)))
+    return np.concatenate([np.asarray(c, np.float64) for c in jax.device_get(chunks)], 1)[:, :n]
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+def predict_proba(
+    proba_fn: ProbaFn,
+    params: Any,
+    inputs: np.ndarray,
+    lengths: np.ndarray,
+    batch_size: int = PREDICT_BATCH,
+) -> np.ndarray:
+    """Ensemble class probabilities float64[n, classes]: the members' average."""
+    return member_proba(proba_fn, params, inputs, lengths, batch_size).mean(axis=0)
 
 
 @dataclasses.dataclass(frozen=True)
 class EpochRecord:
-    """One finished epoch, as written to ``metrics.jsonl``."""
+    """One finished epoch, as written to ``metrics.jsonl``.
+
+    Validation numbers are means over ensemble members of this epoch's weights.
+    """
 
     epoch: int
     step: int
@@ -190,16 +248,29 @@ class EpochRecord:
 
 @dataclasses.dataclass(frozen=True)
 class FitResult:
-    """What the epoch loop hands back: the best weights and how they were found."""
+    """What the epoch loop hands back: the best weights and how they were found.
+
+    Attributes:
+      params: stacked best parameters of every member (host arrays).
+      best_epochs: the epoch each member's weights come from.
+      member_val_accuracy: each member's validation accuracy at its best epoch.
+      best_val_accuracy: validation accuracy of the ensemble of best members.
+      best_val_loss: validation log loss of that ensemble.
+    """
 
     params: Any
-    best_epoch: int
+    best_epochs: tuple[int, ...]
+    member_val_accuracy: tuple[float, ...]
     best_val_accuracy: float
     best_val_loss: float
     epochs_run: int
     steps: int
     train_seconds: float
     history: tuple[EpochRecord, ...]
+
+    @property
+    def best_epoch(self) -> int:
+        return max(self.best_epochs)
 
 
 class FitCallbacks(Protocol):
@@ -241,21 +312,58 @@ def _train_batches(data: ArraySet, batch_size: int, order: np.ndarray) -> Iterat
         )
 
 
-def _is_better(accuracy: float, loss: float, best: tuple[float, float] | None) -> bool:
-    """Validation accuracy first; lower loss breaks ties (small sets tie often)."""
-    if best is None:
-        return True
-    return (accuracy, -loss) > (best[0], -best[1])
+def log_loss_and_accuracy(proba: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Mean log loss and accuracy of probabilities [..., n, classes] against labels [n]."""
+    index = np.broadcast_to(labels[:, None], (*proba.shape[:-1], 1))
+    picked = np.take_along_axis(proba, index, axis=-1)[..., 0]
+    loss = -np.log(np.clip(picked, _LOG_EPS, None)).mean(axis=-1)
+    accuracy = (proba.argmax(axis=-1) == labels).mean(axis=-1)
+    return loss, accuracy
 
 
-def _is_progress(accuracy: float, loss: float, best: tuple[float, float] | None) -> bool:
-    """Whether an epoch resets the patience count: higher accuracy, or a loss lower by more
-    than ``LOSS_MIN_DELTA``. Ever smaller loss gains at perfect accuracy do not keep a run
-    going to its epoch limit.
-    """
+class _Monitor:
+    """Per-member early-stopping bookkeeping for one validation metric."""
+
+    def __init__(self, metric: str, members: int):
+        self.metric = metric
+        self.best_loss = np.full(members, np.inf)
+        self.best_accuracy = np.full(members, -np.inf)
+        self.best_epoch = np.zeros(members, dtype=int)
+        self.progress_epoch = np.zeros(members, dtype=int)
+
+    def update(self, epoch: int, loss: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
+        """Record an epoch; returns which members improved on their best."""
+        if self.metric == "val_loss":
+            improved = loss < self.best_loss
+            progress = loss < self.best_loss - LOSS_MIN_DELTA
+        else:
+            # Accuracy first; lower loss breaks ties (small validation sets tie often).
+            # Only a loss gain above LOSS_MIN_DELTA resets patience, so ever smaller gains
+            # at perfect accuracy do not keep a run going to its epoch limit.
+            more = accuracy > self.best_accuracy
+            same = accuracy == self.best_accuracy
+            improved = more | (same & (loss < self.best_loss))
+            progress = more | (same & (loss < self.best_loss - LOSS_MIN_DELTA))
+        self.progress_epoch[progress] = epoch
+        self.best_epoch[improved] = epoch
+        self.best_loss[improved] = loss[improved]
+        self.best_accuracy[improved] = accuracy[improved]
+        return improved
+
+    def exhausted(self, epoch: int, patience: int) -> bool:
+        return bool(np.all(epoch - self.progress_epoch >= patience))
+
+
+def _keep_improved(best: Any, current: Any, improved: np.ndarray) -> Any:
+    """Member-wise select: ``current`` where ``improved``, else ``best``."""
     if best is None:
-        return True
-    return accuracy > best[0] or (accuracy == best[0] and loss < best[1] - LOSS_MIN_DELTA)
+        return current
+
+    def select(b, c):
+        mask = improved.reshape((-1,) + (1,) * (c.ndim - 1))
+        return np.where(mask, c, b)
+
+    return jax.tree.map(select, best, current)
 
 
 def fit(
@@ -265,66 +373,60 @@ def fit(
     val: ArraySet,
     callbacks: FitCallbacks,
 ) -> FitResult:
-    """Train with early stopping on validation accuracy; return the best weights."""
+    """Train with early stopping on the monitored validation metric; return the best weights."""
     batch_size = max(1, min(config.batch_size, len(train)))
     steps_per_epoch = -(-len(train) // batch_size)
     state = create_train_state(model, config, config.epochs * steps_per_epoch)
-    step_fn = jax.jit(train_step, donate_argnums=0)
-    logits_fn = make_logits_fn(model)
-    key = jax.random.key(config.seed)
+    weights = class_weights(train.labels, model.num_classes, config.class_weight)
+    step_fn = make_ensemble_step(weights, config.label_smoothing)
+    proba_fn = make_proba_fn(model)
+    keys = member_keys(config.seed, config.ensemble)
     shuffle = np.random.default_rng(config.seed)
+    monitor = _Monitor(config.monitor, config.ensemble)
     callbacks.on_start(config.epochs, steps_per_epoch)
 
-    best: tuple[float, float] | None = None
-    best_epoch, progress_epoch, best_params, history = 0, 0, None, []
+    best_params, history = None, []
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
-        totals = Metrics.zero()
+        totals = None
         order = shuffle.permutation(len(train))
         for i, batch in enumerate(_train_batches(train, batch_size, order), start=1):
-            state, metrics = step_fn(state, batch, key)
-            totals = totals + metrics
+            state, metrics = step_fn(state, batch, keys)
+            totals = metrics if totals is None else totals + metrics
             callbacks.on_step(epoch, i)
         totals = jax.device_get(totals)
-        val_loss, val_accuracy = _score(logits_fn, state.params, val)
-        improved = _is_better(val_accuracy, val_loss, best)
-        if _is_progress(val_accuracy, val_loss, best):
-            progress_epoch = epoch
+        val_loss, val_accuracy = log_loss_and_accuracy(
+            member_proba(proba_fn, state.params, val.inputs, val.lengths), val.labels
+        )
+        improved = monitor.update(epoch, val_loss, val_accuracy)
+        if improved.any():
+            best_params = _keep_improved(best_params, jax.device_get(state.params), improved)
         record = EpochRecord(
             epoch=epoch,
-            step=int(state.step),
-            train_loss=float(totals.loss_sum / totals.count),
-            train_accuracy=float(totals.correct / totals.count),
-            val_loss=val_loss,
-            val_accuracy=val_accuracy,
+            step=int(state.step[0]),
+            train_loss=float(np.mean(totals.loss_sum / totals.count)),
+            train_accuracy=float(np.mean(totals.correct / totals.count)),
+            val_loss=float(val_loss.mean()),
+            val_accuracy=float(val_accuracy.mean()),
             seconds=time.perf_counter() - epoch_start,
-            improved=improved,
+            improved=bool(improved.any()),
         )
         history.append(record)
-        if improved:
-            best, best_epoch = (val_accuracy, val_loss), epoch
-            best_params = jax.device_get(state.params)
-        callbacks.on_epoch(record, best_params if improved else None)
-        if epoch - progress_epoch >= config.patience and record.step >= config.min_steps:
+        callbacks.on_epoch(record, best_params if improved.any() else None)
+        if monitor.exhausted(epoch, config.patience) and record.step >= config.min_steps:
             break
-    assert best is not None
+    ensemble_loss, ensemble_accuracy = log_loss_and_accuracy(
+        predict_proba(proba_fn, best_params, val.inputs, val.lengths), val.labels
+    )
     return FitResult(
         params=best_params,
-        best_epoch=best_epoch,
-        best_val_accuracy=best[0],
-        best_val_loss=best[1],
+        best_epochs=tuple(int(e) for e in monitor.best_epoch),
+        member_val_accuracy=tuple(float(a) for a in monitor.best_accuracy),
+        best_val_accuracy=float(ensemble_accuracy),
+        best_val_loss=float(ensemble_loss),
         epochs_run=len(history),
         steps=history[-1].step,
         train_seconds=time.perf_counter() - started,
         history=tuple(history),
     )
-
-
-def _score(logits_fn, params, data: ArraySet) -> tuple[float, float]:
-    """Mean log loss and accuracy of ``params`` on ``data``."""
-    proba = predict_proba(logits_fn, params, data.inputs, data.lengths)
-    picked = proba[np.arange(len(data)), data.labels]
-    loss = float(-np.log(np.clip(picked, 1e-15, None)).mean())
-    accuracy = float((proba.argmax(axis=1) == data.labels).mean())
-    return loss, accuracy

@@ -16,7 +16,13 @@ from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.errors import ModelDirError
 from rnnfc_cli.models import build_model
 from rnnfc_cli.preprocessing import Preprocessing
-from rnnfc_cli.train import abstract_params, init_params, make_logits_fn, predict_proba
+from rnnfc_cli.train import (
+    abstract_params,
+    init_params,
+    make_proba_fn,
+    member_keys,
+    predict_proba,
+)
 
 PREP = Preprocessing(("a", "b"), "str", (0.0, 0.0), (1.0, 1.0), None, "npz")
 
@@ -34,19 +40,19 @@ def _request(tiny_data, model_dir: Path, **kwargs) -> api.TrainRequest:
 def test_saved_and_restored_parameters_predict_identically(tmp_path):
     config = ModelConfig(2, 2, **TINY_MODEL)
     model = build_model(config)
-    params = jax.device_get(init_params(model, jax.random.key(3)))
+    params = jax.device_get(init_params(model, member_keys(3, 2)))
     with checkpoint.ModelDirWriter(tmp_path / "m", force=False) as writer:
-        writer.write_settings(config, TrainConfig(), PREP)
+        writer.write_settings(config, TrainConfig(ensemble=2), PREP)
         writer.save_params(1, params)
         writer.commit({"best_epoch": 1})
-    restored = checkpoint.restore_params(tmp_path / "m", abstract_params(model))
+    restored = checkpoint.restore_params(tmp_path / "m", abstract_params(model, 2))
     assert all(jax.tree.leaves(jax.tree.map(np.array_equal, params, restored)))
     inputs = np.random.default_rng(0).normal(size=(5, 6, 2)).astype(np.float32)
     lengths = np.array([6, 1, 3, 2, 5], np.int32)
-    logits_fn = make_logits_fn(model)
+    proba_fn = make_proba_fn(model)
     np.testing.assert_array_equal(
-        predict_proba(logits_fn, params, inputs, lengths),
-        predict_proba(logits_fn, restored, inputs, lengths),
+        predict_proba(proba_fn, params, inputs, lengths),
+        predict_proba(proba_fn, restored, inputs, lengths),
     )
     files = checkpoint.read_model_files(tmp_path / "m")
     assert files.model == config and files.preprocessing == PREP

@@ -10,8 +10,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnfc_cli.config import CELLS, POOLS, ModelConfig
-from rnnfc_cli.models import RecurrentLayer, build_model
+from rnnfc_cli.config import CELLS, POOLS, ModelConfig, TrainConfig
+from rnnfc_cli.models import RecurrentLayer, build_model, patch_steps, reverse_valid
+from rnnfc_cli.train import (
+    Batch,
+    create_train_state,
+    init_params,
+    make_ensemble_step,
+    make_proba_fn,
+    member_keys,
+)
 
 
 def _inputs(batch=3, steps=7, features=2, seed=0):
@@ -21,32 +29,80 @@ def _inputs(batch=3, steps=7, features=2, seed=0):
     return inputs, lengths
 
 
-COMBINATIONS = [(cell, pool, 1) for cell, pool in itertools.product(CELLS, POOLS)] + [
-    ("lstm", "last", 2),
-    ("gru", "mean", 2),
+# Every value of every option, and every (pool, bidirectional) pair, in 8 models.
+COMBINATIONS = [
+    dict(
+        cell=CELLS[i % 3],
+        pool=pool,
+        bidirectional=bidirectional,
+        layers=1 + i % 2,
+        layer_norm=i % 3 == 0,
+        patch=1 if i % 2 else 3,
+    )
+    for i, (pool, bidirectional) in enumerate(itertools.product(POOLS, (False, True)))
 ]
 
 
-@pytest.mark.parametrize(("cell", "pool", "layers"), COMBINATIONS)
-def test_extra_padding_never_changes_logits(cell, pool, layers):
-    model = build_model(
-        ModelConfig(2, 3, cell=cell, hidden=5, layers=layers, dense=(4,), pool=pool)
-    )
-    inputs, lengths = _inputs()
-    params = jax.jit(model.init, static_argnames="train")(
-        jax.random.key(1), inputs, lengths, train=False
-    )
-    apply = jax.jit(model.apply, static_argnames="train")
-    logits = apply(params, inputs, lengths, train=False)
-    assert logits.shape == (3, 3)
-    garbage = jax.random.normal(jax.random.key(2), (3, 5, 2)) * 100
-    padded = jnp.concatenate([inputs, garbage], axis=1)
-    # Also scribble over the padded part inside the original length.
+@pytest.mark.parametrize("options", COMBINATIONS, ids=lambda o: "-".join(map(str, o.values())))
+def test_every_option_trains_a_step_and_ignores_padding(options):
+    model = build_model(ModelConfig(2, 3, hidden=5, dense=(4,), **options))
+    inputs, _ = _inputs(steps=12)
+    lengths = jnp.array([9, 3, 1], jnp.int32)
+    # Same shape, different contents past each length: one compile checks the masking.
     valid = jnp.arange(12)[None, :, None] < lengths[:, None, None]
-    scribbled = jnp.where(valid, padded, 1e3)
+    scribbled = jnp.where(valid, inputs, 1e3 * jax.random.normal(jax.random.key(2), inputs.shape))
+    state = create_train_state(model, TrainConfig(warmup_steps=0), total_steps=2)
+    before = jax.device_get(state.params)
+    proba_fn = make_proba_fn(model)
     np.testing.assert_allclose(
-        apply(params, scribbled, lengths, train=False), logits, rtol=1e-5, atol=1e-5
+        proba_fn(state.params, scribbled, lengths),
+        proba_fn(state.params, inputs, lengths),
+        rtol=1e-5,
+        atol=1e-6,
     )
+    batch = Batch(inputs, lengths, jnp.array([0, 1, 2]), jnp.ones(3))
+    step = make_ensemble_step(np.ones(3, np.float32), 0.1)
+    state, metrics = step(state, batch, member_keys(0, 1))
+    assert np.isfinite(metrics.loss_sum).all()
+    moved = jax.tree.map(lambda a, b: bool(np.any(a != b)), before, jax.device_get(state.params))
+    assert all(jax.tree.leaves(moved)), moved
+
+
+def test_longer_padding_never_changes_logits():
+    config = ModelConfig(
+        2,
+        3,
+        hidden=5,
+        dense=(4,),
+        bidirectional=True,
+        pool="attention",
+        layer_norm=True,
+        patch=3,
+        layers=2,
+    )
+    model = build_model(config)
+    inputs, lengths = _inputs()
+    params = jax.tree.map(lambda p: p[0], init_params(model, member_keys(1, 1)))
+    logits = model.apply({"params": params}, inputs, lengths, train=False)
+    longer = jnp.concatenate([inputs, jnp.full((3, 5, 2), 7.0)], axis=1)
+    np.testing.assert_allclose(
+        model.apply({"params": params}, longer, lengths, train=False), logits, rtol=1e-5, atol=1e-5
+    )
+
+
+def test_reverse_valid_reverses_only_the_valid_part_and_is_an_involution():
+    x = jnp.arange(12.0).reshape(2, 6)
+    lengths = jnp.array([4, 6])
+    out = reverse_valid(x, lengths)
+    np.testing.assert_array_equal(out, [[3, 2, 1, 0, 4, 5], [11, 10, 9, 8, 7, 6]])
+    np.testing.assert_array_equal(reverse_valid(out, lengths), x)
+
+
+def test_patch_steps_folds_runs_and_zeroes_padding():
+    x = jnp.arange(1.0, 8.0).reshape(1, 7, 1)
+    patched, lengths = patch_steps(x, jnp.array([5]), 3)
+    np.testing.assert_array_equal(patched[0], [[1, 2, 3], [4, 5, 0], [0, 0, 0]])
+    assert lengths.tolist() == [2]
 
 
 @pytest.mark.parametrize("cell_type", CELLS)
@@ -72,6 +128,19 @@ def test_parameter_paths_are_stable():
     inputs, lengths = _inputs()
     params = model.init(jax.random.key(0), inputs, lengths, train=False)["params"]
     assert sorted(params) == ["dense_0", "dense_1", "logits", "rnn_0", "rnn_1"]
+    bidirectional = build_model(ModelConfig(2, 3, bidirectional=True, pool="attention", patch=2))
+    names = jax.eval_shape(
+        lambda: bidirectional.init(jax.random.key(0), inputs, lengths, train=False)
+    )["params"]
+    assert sorted(names) == [
+        "attention_hidden",
+        "attention_score",
+        "dense_0",
+        "logits",
+        "patch_projection",
+        "rnn_0",
+        "rnn_0_backward",
+    ]
     assert "cell" in params["rnn_0"]["scan"]
 
 

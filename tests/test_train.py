@@ -1,9 +1,11 @@
-"""Training: one step moves every parameter, seeds reproduce, early stopping keeps the best."""
+"""Training: one step moves every parameter, seeds reproduce, early stopping keeps the best,
+class weights and the ensemble behave as defined."""
 
 from __future__ import annotations
 
 import jax
 import numpy as np
+import optax
 import pytest
 from conftest import TINY_MODEL, make_sequences, padded
 
@@ -12,11 +14,16 @@ from rnnfc_cli.models import build_model
 from rnnfc_cli.train import (
     ArraySet,
     Batch,
+    class_weights,
     create_train_state,
     fit,
-    make_logits_fn,
+    log_loss_and_accuracy,
+    make_ensemble_step,
+    make_proba_fn,
+    member_keys,
+    member_proba,
     predict_proba,
-    train_step,
+    weighted_loss,
 )
 
 
@@ -29,15 +36,21 @@ def _arrays(n=24, seed=0) -> ArraySet:
     )
 
 
+def _batch(data: ArraySet, weights=None) -> Batch:
+    n = len(data)
+    weights = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32)
+    return Batch(data.inputs, data.lengths, data.labels, weights)
+
+
 class Recorder:
     def __init__(self):
         self.records, self.params = [], {}
 
     def on_start(self, epochs, steps_per_epoch):
-        self.steps_per_epoch = steps_per_epoch
+        del epochs, steps_per_epoch
 
     def on_step(self, epoch, step_in_epoch):
-        pass
+        del epoch, step_in_epoch
 
     def on_epoch(self, record, params):
         self.records.append(record)
@@ -46,33 +59,42 @@ class Recorder:
 
 
 MODEL = build_model(ModelConfig(2, 2, **TINY_MODEL))
+VAL = _arrays(8, seed=5)
 
 
-def test_one_step_changes_every_parameter():
-    data = _arrays(8)
-    state = create_train_state(MODEL, TrainConfig(warmup_steps=0, lr=1e-2), total_steps=10)
+def _tree_equal(a, b) -> bool:
+    return all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
+
+
+def test_one_step_changes_every_parameter_of_every_member():
+    config = TrainConfig(warmup_steps=0, lr=1e-2, ensemble=2)
+    state = create_train_state(MODEL, config, total_steps=10)
     before = jax.device_get(state.params)
-    batch = Batch(data.inputs, data.lengths, data.labels, np.ones(8, np.float32))
-    state, metrics = jax.jit(train_step)(state, batch, jax.random.key(0))
-    state, metrics = jax.jit(train_step)(state, batch, jax.random.key(0))
-    changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), before, jax.device_get(state.params))
-    assert all(jax.tree.leaves(changed)), changed
-    assert float(metrics.count) == 8
+    step = make_ensemble_step(np.ones(2, np.float32), 0.0)
+    keys = member_keys(0, 2)
+    for _ in range(2):
+        state, metrics = step(state, _batch(_arrays(8)), keys)
+    after = jax.device_get(state.params)
+    moved = jax.tree.map(
+        lambda a, b: np.all(np.any((a != b).reshape(2, -1), axis=1)), before, after
+    )
+    assert all(jax.tree.leaves(moved)), moved
+    assert metrics.count.tolist() == [8, 8]
 
 
 def test_padding_rows_carry_no_weight():
     """A batch padded with zero-weight rows updates exactly like the real rows alone."""
     data = _arrays(8)
-    step = jax.jit(train_step)
-    key = jax.random.key(0)
-    weights = np.array([1] * 4 + [0] * 4, np.float32)
-    flipped = np.concatenate([data.labels[:4], 1 - data.labels[4:]])
-    padded_batch = Batch(data.inputs, data.lengths, flipped, weights)
-    real_batch = Batch(data.inputs[:4], data.lengths[:4], data.labels[:4], np.ones(4, np.float32))
+    step = make_ensemble_step(np.ones(2, np.float32), 0.0)
+    keys = member_keys(0, 1)
+    flipped = ArraySet(data.inputs, data.lengths, np.r_[data.labels[:4], 1 - data.labels[4:]])
+    half = ArraySet(data.inputs[:4], data.lengths[:4], data.labels[:4])
     config = TrainConfig(warmup_steps=0)
-    padded_state, padded_metrics = step(create_train_state(MODEL, config, 10), padded_batch, key)
-    real_state, real_metrics = step(create_train_state(MODEL, config, 10), real_batch, key)
-    assert float(padded_metrics.count) == 4
+    padded_state, padded_metrics = step(
+        create_train_state(MODEL, config, 10), _batch(flipped, [1] * 4 + [0] * 4), keys
+    )
+    real_state, real_metrics = step(create_train_state(MODEL, config, 10), _batch(half), keys)
+    assert padded_metrics.count.tolist() == [4]
     np.testing.assert_allclose(padded_metrics.loss_sum, real_metrics.loss_sum, rtol=1e-5)
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
@@ -81,44 +103,87 @@ def test_padding_rows_carry_no_weight():
     )
 
 
+def test_class_weights_and_label_smoothing_change_the_loss_as_defined():
+    labels = np.array([0, 0, 0, 1])
+    weights = class_weights(labels, 2, "balanced")
+    np.testing.assert_allclose(weights, [4 / (2 * 3), 4 / (2 * 1)])
+    np.testing.assert_array_equal(class_weights(labels, 2, "none"), [1, 1])
+    logits = np.array([[2.0, -1.0], [0.5, 0.1], [-1.0, 1.0], [0.2, 0.3], [5.0, 5.0]])
+    batch = Batch(None, None, np.array([0, 0, 0, 1, 1]), np.array([1, 1, 1, 1, 0.0]))
+    loss, metrics = weighted_loss(logits, batch, weights, 0.1)
+    targets = np.eye(2)[batch.labels] * 0.9 + 0.05
+    ce = -(targets * jax.nn.log_softmax(logits)).sum(axis=1)
+    expected = (ce * batch.weights * weights[batch.labels]).sum() / 4
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    plain, _ = weighted_loss(logits, batch, np.ones(2), 0.0)
+    ce_plain = optax.softmax_cross_entropy_with_integer_labels(logits, batch.labels)
+    np.testing.assert_allclose(plain, (ce_plain * batch.weights).sum() / 4, rtol=1e-6)
+    assert float(metrics.count) == 4
+
+
 def test_same_seed_gives_bit_identical_parameters_and_another_seed_differs():
     config = TrainConfig(epochs=2, batch_size=8, min_steps=0)
-    results = [
-        fit(MODEL, c, _arrays(), _arrays(8, seed=5), Recorder())
-        for c in (config, config, TrainConfig(epochs=2, batch_size=8, min_steps=0, seed=1))
-    ]
-    same = jax.tree.map(np.array_equal, results[0].params, results[1].params)
-    assert all(jax.tree.leaves(same))
-    differ = jax.tree.map(np.array_equal, results[0].params, results[2].params)
-    assert not all(jax.tree.leaves(differ))
+    other = TrainConfig(epochs=2, batch_size=8, min_steps=0, seed=1)
+    results = [fit(MODEL, c, _arrays(), VAL, Recorder()) for c in (config, config, other)]
+    assert _tree_equal(results[0].params, results[1].params)
+    assert not _tree_equal(results[0].params, results[2].params)
 
 
 def test_early_stopping_returns_the_best_epoch_weights():
     recorder = Recorder()
     config = TrainConfig(epochs=12, batch_size=8, patience=3, min_steps=0, lr=3e-2)
-    result = fit(MODEL, config, _arrays(), _arrays(8, seed=5), recorder)
-    scores = [(r.val_accuracy, -r.val_loss) for r in recorder.records]
-    assert result.best_epoch == 1 + int(np.argmax([s[0] * 1e6 + s[1] for s in scores]))
-    same = jax.tree.map(np.array_equal, result.params, recorder.params[result.best_epoch])
-    assert all(jax.tree.leaves(same))
-    logits_fn = make_logits_fn(MODEL)
-    val = _arrays(8, seed=5)
-    proba = predict_proba(logits_fn, result.params, val.inputs, val.lengths)
-    assert float((proba.argmax(1) == val.labels).mean()) == pytest.approx(result.best_val_accuracy)
+    result = fit(MODEL, config, _arrays(), VAL, recorder)
+    scores = [r.val_accuracy * 1e6 - r.val_loss for r in recorder.records]
+    assert result.best_epoch == 1 + int(np.argmax(scores))
+    assert _tree_equal(result.params, recorder.params[result.best_epoch])
+    proba = predict_proba(make_proba_fn(MODEL), result.params, VAL.inputs, VAL.lengths)
+    assert float((proba.argmax(1) == VAL.labels).mean()) == pytest.approx(result.best_val_accuracy)
+
+
+def test_monitor_val_loss_keeps_the_lowest_loss_epoch():
+    recorder = Recorder()
+    config = TrainConfig(epochs=8, batch_size=8, min_steps=0, lr=3e-2, monitor="val_loss")
+    result = fit(MODEL, config, _arrays(), VAL, recorder)
+    losses = [r.val_loss for r in recorder.records]
+    assert result.best_epoch == 1 + int(np.argmin(losses))
+    assert result.best_val_loss == pytest.approx(min(losses), rel=1e-6)
 
 
 def test_min_steps_floor_delays_early_stopping():
     config = TrainConfig(epochs=50, batch_size=24, patience=1, min_steps=10)
-    result = fit(MODEL, config, _arrays(), _arrays(8, seed=5), Recorder())
-    assert result.steps >= 10
+    assert fit(MODEL, config, _arrays(), VAL, Recorder()).steps >= 10
+
+
+def test_ensemble_members_are_single_runs_and_predict_their_average():
+    """Member i of --seeds K behaves as a lone run with seed + i; predict averages them.
+
+    Vmapped and lone steps round differently, and Adam magnifies that on near-zero
+    gradients, so members are compared by their predictions, not bit for bit.
+    """
+    base = dict(epochs=3, batch_size=8, min_steps=0, patience=100)
+    ensemble = fit(MODEL, TrainConfig(**base, ensemble=2), _arrays(), VAL, Recorder())
+    singles = [fit(MODEL, TrainConfig(**base, seed=s), _arrays(), VAL, Recorder()) for s in (0, 1)]
+    proba_fn = make_proba_fn(MODEL)
+    members = member_proba(proba_fn, ensemble.params, VAL.inputs, VAL.lengths)
+    for member, single in enumerate(singles):
+        alone = member_proba(proba_fn, single.params, VAL.inputs, VAL.lengths)[0]
+        np.testing.assert_allclose(members[member], alone, atol=2e-3)
+        assert ensemble.best_epochs[member] == single.best_epochs[0]
+    assert not np.allclose(members[0], members[1], atol=1e-3)
+    assert members.shape == (2, len(VAL), 2)
+    averaged = predict_proba(proba_fn, ensemble.params, VAL.inputs, VAL.lengths)
+    np.testing.assert_allclose(averaged, members.mean(axis=0))
+    loss, accuracy = log_loss_and_accuracy(averaged, VAL.labels)
+    assert ensemble.best_val_accuracy == pytest.approx(accuracy)
+    assert ensemble.best_val_loss == pytest.approx(loss)
 
 
 def test_predict_proba_does_not_depend_on_batch_size():
     state = create_train_state(MODEL, TrainConfig(), total_steps=1)
     data = _arrays(10)
-    logits_fn = make_logits_fn(MODEL)
+    proba_fn = make_proba_fn(MODEL)
     outputs = [
-        predict_proba(logits_fn, state.params, data.inputs, data.lengths, b) for b in (1, 3, 64)
+        predict_proba(proba_fn, state.params, data.inputs, data.lengths, b) for b in (1, 3, 64)
     ]
     for out in outputs[1:]:
         np.testing.assert_allclose(out, outputs[0], rtol=1e-5, atol=1e-6)
