@@ -158,7 +158,7 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
             "versions": _versions(),
             "trained_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
-        writer.commit(summary)
+        writer.commit(summary, result.params)
     return summary
 
 
@@ -226,14 +226,14 @@ def _proba(
     files: checkpoint.ModelFiles, inputs: np.ndarray, lengths: np.ndarray, batch_size: int
 ) -> np.ndarray:
     """Restore the model's parameters and return its probabilities for ``inputs``."""
-    from rnnfc_cli import models, runtime, train
+    from rnnfc_cli import inference, models, runtime
 
     runtime.configure_jax()
     model = models.build_model(files.model)
-    target = train.abstract_params(model, files.train.ensemble)
+    target = inference.abstract_params(model, files.train.ensemble)
     params = checkpoint.restore_params(files.path, target)
-    proba_fn = train.make_proba_fn(model)
-    return train.predict_proba(proba_fn, params, inputs, lengths.astype(np.int32), batch_size)
+    proba_fn = inference.make_proba_fn(model)
+    return inference.predict_proba(proba_fn, params, inputs, lengths.astype(np.int32), batch_size)
 
 
 def predict(

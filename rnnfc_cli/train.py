@@ -25,13 +25,17 @@ from flax import struct
 from flax.training import train_state
 
 from rnnfc_cli.config import TrainConfig
+from rnnfc_cli.inference import (
+    init_params,
+    make_proba_fn,
+    member_keys,
+    member_proba,
+    predict_proba,
+)
 from rnnfc_cli.models import SequenceClassifier
 
-PREDICT_BATCH = 256
 LOSS_MIN_DELTA = 1e-3
 _LOG_EPS = 1e-15
-
-ProbaFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 
 
 @struct.dataclass
@@ -77,26 +81,6 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTrans
     if config.clip_norm > 0:
         return optax.chain(optax.clip_by_global_norm(config.clip_norm), adamw)
     return adamw
-
-
-def member_keys(seed: int, members: int) -> jax.Array:
-    """One PRNG key per ensemble member: seeds ``seed, seed + 1, ...``."""
-    return jax.vmap(jax.random.key)(seed + jnp.arange(members))
-
-
-def init_params(model: SequenceClassifier, keys: jax.Array) -> Any:
-    """Stacked parameters, one set per key, initialised in one compiled call."""
-
-    def init(key):
-        inputs = jnp.zeros((1, 1, model.num_features), jnp.float32)
-        return model.init(key, inputs, jnp.ones((1,), jnp.int32), train=False)["params"]
-
-    return jax.jit(jax.vmap(init))(keys)
-
-
-def abstract_params(model: SequenceClassifier, members: int) -> Any:
-    """Shapes and dtypes of ``members`` stacked parameter sets, without computing any."""
-    return jax.eval_shape(lambda: init_params(model, member_keys(0, members)))
 
 
 def create_train_state(
@@ -175,55 +159,6 @@ def make_ensemble_step(
         label_smoothing=label_smoothing,
     )
     return jax.jit(jax.vmap(step, in_axes=(0, None, 0)), donate_argnums=0)
-
-
-def make_proba_fn(model: SequenceClassifier) -> ProbaFn:
-    """A compiled ``(stacked params, inputs, lengths) -> float32[members, batch, classes]``."""
-
-    @jax.jit
-    def proba_fn(params, inputs, lengths):
-        def member(p):
-            return jax.nn.softmax(model.apply({"params": p}, inputs, lengths, train=False))
-
-        return jax.vmap(member)(params)
-
-    return proba_fn
-
-
-def member_proba(
-    proba_fn: ProbaFn,
-    params: Any,
-    inputs: np.ndarray,
-    lengths: np.ndarray,
-    batch_size: int = PREDICT_BATCH,
-) -> np.ndarray:
-    """Each member's class probabilities, float64[members, n, classes], in fixed batches."""
-    n = len(inputs)
-    batch_size = max(1, min(batch_size, n))
-    chunks = []
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        pad = batch_size - (stop - start)
-        batch_inputs = inputs[start:stop]
-        batch_lengths = lengths[start:stop]
-        if pad:
-            batch_inputs = np.concatenate(
-                [batch_inputs, np.zeros((pad, *inputs.shape[1:]), inputs.dtype)]
-            )
-            batch_lengths = np.concatenate([batch_lengths, np.ones(pad, lengths.dtype)])
-        chunks.append(proba_fn(params, batch_inputs, batch_lengths.astype(np.int32)))
-    return np.concatenate([np.asarray(c, np.float64) for c in jax.device_get(chunks)], 1)[:, :n]
-
-
-def predict_proba(
-    proba_fn: ProbaFn,
-    params: Any,
-    inputs: np.ndarray,
-    lengths: np.ndarray,
-    batch_size: int = PREDICT_BATCH,
-) -> np.ndarray:
-    """Ensemble class probabilities float64[n, classes]: the members' average."""
-    return member_proba(proba_fn, params, inputs, lengths, batch_size).mean(axis=0)
 
 
 @dataclasses.dataclass(frozen=True)

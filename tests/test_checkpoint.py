@@ -14,15 +14,15 @@ from conftest import TINY_MODEL
 from rnnfc_cli import api, checkpoint
 from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.errors import ModelDirError
-from rnnfc_cli.models import build_model
-from rnnfc_cli.preprocessing import Preprocessing
-from rnnfc_cli.train import (
+from rnnfc_cli.inference import (
     abstract_params,
     init_params,
     make_proba_fn,
     member_keys,
     predict_proba,
 )
+from rnnfc_cli.models import build_model
+from rnnfc_cli.preprocessing import Preprocessing
 
 PREP = Preprocessing(("a", "b"), "str", (0.0, 0.0), (1.0, 1.0), None, "npz")
 
@@ -44,9 +44,14 @@ def test_saved_and_restored_parameters_predict_identically(tmp_path):
     with checkpoint.ModelDirWriter(tmp_path / "m", force=False) as writer:
         writer.write_settings(config, TrainConfig(ensemble=2), PREP)
         writer.save_params(1, params)
-        writer.commit({"best_epoch": 1})
-    restored = checkpoint.restore_params(tmp_path / "m", abstract_params(model, 2))
+        writer.commit({"best_epoch": 1}, params)
+    target = abstract_params(model, 2)
+    restored = checkpoint.restore_params(tmp_path / "m", target)
     assert all(jax.tree.leaves(jax.tree.map(np.array_equal, params, restored)))
+    copy = tmp_path / "m" / checkpoint.INFERENCE_PARAMS_FILE
+    copy.write_bytes(b"damaged")  # the Orbax checkpoint is the fallback, and agrees
+    from_orbax = checkpoint.restore_params(tmp_path / "m", target)
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, params, from_orbax)))
     inputs = np.random.default_rng(0).normal(size=(5, 6, 2)).astype(np.float32)
     lengths = np.array([6, 1, 3, 2, 5], np.int32)
     proba_fn = make_proba_fn(model)
@@ -116,7 +121,13 @@ def test_force_replaces_a_model_once_the_new_one_is_complete(tiny_data, tmp_path
             "newer rnnfc",
         ),
         (lambda d: shutil.rmtree(d / checkpoint.CHECKPOINT_DIR), "missing checkpoints"),
-        (lambda d: [p.unlink() for p in (d / "checkpoints").rglob("*") if p.is_file()], "restore"),
+        (
+            lambda d: (
+                [p.unlink() for p in d.rglob("*") if p.is_file() and "check" in str(p)]
+                + [(d / checkpoint.INFERENCE_PARAMS_FILE).unlink()]
+            ),
+            "restore",
+        ),
     ],
 )
 def test_damaged_model_directory_is_reported(trained_model, tmp_path, tiny_data, damage, expected):
