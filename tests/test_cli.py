@@ -122,6 +122,10 @@ BAD_INVOCATIONS = [
     (["train", "{train_long}", "--cell", "transformer"], "--cell 'transformer'"),
     (["train", "{train_long}", "--dense", "12,x"], "--dense '12,x'"),
     (["train", "{train_long}", "--val-split", "1.5"], "--val-split"),
+    (["train", "{train_long}", "--patch", "x"], "--patch 'x'"),
+    (["train", "{train_long}", "--normalize", "minmax"], "--normalize 'minmax'"),
+    (["train", "{train_long}", "--label-smoothing", "1"], "--label-smoothing 1.0"),
+    (["train", "{train_long}", "--monitor", "f1"], "--monitor 'f1'"),
     (["train", "{train_long}", "--label-col", "klass"], "no label column 'klass'"),
     (["eval", "{model}", "{unseen}"], "2 sequences have labels the model never saw: 'sideways'"),
     (["predict", "{model}", "{train_wide}"], "has 1 features per step; the model was trained on 2"),
@@ -212,3 +216,91 @@ def test_real_processes_train_eval_predict(tiny_data, tmp_path):
     # Trained on 2 features, so 1-feature wide CSV is refused cleanly by the real process.
     assert predicted.returncode == 2
     assert predicted.stderr.count("\n") == 1 and "features per step" in predicted.stderr
+
+
+def test_every_train_option_reaches_the_saved_config(tiny_data, tmp_path):
+    model_dir = tmp_path / "m"
+    result = invoke(
+        "train",
+        tiny_data["train_long"],
+        "-m",
+        model_dir,
+        "--epochs",
+        "1",
+        "-q",
+        "--json",
+        "--cell",
+        "gru",
+        "--hidden",
+        "6",
+        "--layers",
+        "2",
+        "--bidirectional",
+        "--pool",
+        "attention",
+        "--dense",
+        "5,4",
+        "--dropout",
+        "0.2",
+        "--layer-norm",
+        "--patch",
+        "2",
+        "--normalize",
+        "sequence",
+        "--lr",
+        "0.002",
+        "--weight-decay",
+        "0.01",
+        "--warmup",
+        "3",
+        "--clip-norm",
+        "0.5",
+        "--label-smoothing",
+        "0.1",
+        "--class-weight",
+        "balanced",
+        "--monitor",
+        "val_loss",
+        "--patience",
+        "4",
+        "--min-steps",
+        "0",
+        "--seeds",
+        "2",
+        "--batch-size",
+        "8",
+        "--seed",
+        "3",
+    )
+    assert result.exit_code == 0, result.stderr
+    info = json.loads(invoke("info", model_dir, "--json").stdout)
+    assert info["model"] == {
+        **info["model"],
+        "cell": "gru",
+        "hidden": 6,
+        "layers": 2,
+        "bidirectional": True,
+        "pool": "attention",
+        "dense": [5, 4],
+        "dropout": 0.2,
+        "layer_norm": True,
+        "patch": 2,
+    }
+    assert info["train"] == {
+        **info["train"],
+        "lr": 0.002,
+        "weight_decay": 0.01,
+        "warmup_steps": 3,
+        "clip_norm": 0.5,
+        "label_smoothing": 0.1,
+        "class_weight": "balanced",
+        "monitor": "val_loss",
+        "patience": 4,
+        "min_steps": 0,
+        "ensemble": 2,
+        "batch_size": 8,
+        "seed": 3,
+    }
+    assert json.loads(result.stdout)["ensemble"] == 2
+    predicted = invoke("predict", model_dir, tiny_data["test_long"], "--proba")
+    assert predicted.exit_code == 0 and len(predicted.stdout.splitlines()) == 13

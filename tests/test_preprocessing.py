@@ -94,3 +94,24 @@ def test_stratified_split_partitions_and_keeps_every_class_in_training(counts, f
         held = int((labels[val] == c).sum())
         assert held <= max(count - 1, 0)
         assert abs(held - count * len(val) / len(labels)) <= 1.0 + 1e-9 or held == count - 1
+
+
+def test_sequence_normalisation_scales_each_sequence_by_itself():
+    inputs = [[[1.0], [3.0], [0.0]], [[100.0], [300.0], [200.0]]]
+    data = _data(inputs, [2, 3], ["a", "b"])
+    prep = preprocessing.fit(data, "sequence")
+    out = preprocessing.transform_inputs(prep, data)
+    np.testing.assert_allclose(out[0, :2, 0], [-1.0, 1.0], rtol=1e-6)
+    assert out[0, 2, 0] == 0.0
+    np.testing.assert_allclose(out[1, :, 0], np.array([-1, 1, 0]) / np.sqrt(2 / 3), rtol=1e-6)
+    none = preprocessing.transform_inputs(preprocessing.fit(data, "none"), data)
+    np.testing.assert_array_equal(none[1, :, 0], [100.0, 300.0, 200.0])
+
+
+def test_auto_patch_keeps_the_recurrence_short():
+    from rnnfc_cli.api import auto_patch
+
+    assert auto_patch(np.array([24, 24])) == 1
+    assert auto_patch(np.array([150] * 3)) == 4
+    assert auto_patch(np.array([1460])) == 16
+    assert all(np.median(n) / auto_patch(np.array([n])) <= 64 for n in (10, 100, 500, 1000))
