@@ -11,7 +11,7 @@ import datetime
 import platform
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,7 +19,9 @@ from rnnfc_cli import __version__, checkpoint, data, preprocessing
 from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.errors import BadInputError
 from rnnfc_cli.metrics import Report, classification_report
-from rnnfc_cli.train import EpochRecord, FitCallbacks
+
+if TYPE_CHECKING:
+    from rnnfc_cli.train import EpochRecord, FitCallbacks
 
 _LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 
@@ -230,8 +232,9 @@ def _proba(
 
     runtime.configure_jax()
     model = models.build_model(files.model)
-    target = inference.abstract_params(model, files.train.ensemble)
-    params = checkpoint.restore_params(files.path, target)
+    params = checkpoint.restore_params(
+        files.path, lambda: inference.abstract_params(model, files.train.ensemble)
+    )
     proba_fn = inference.make_proba_fn(model)
     return inference.predict_proba(proba_fn, params, inputs, lengths.astype(np.int32), batch_size)
 

@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -212,29 +213,29 @@ def read_model_files(path: Path) -> ModelFiles:
         raise ModelDirError(f"{path}: corrupted model settings ({err!r})") from None
 
 
-def restore_params(path: Path, target: Any) -> Any:
-    """The saved parameters, shaped like ``target`` (a tree of ``jax.ShapeDtypeStruct``).
+def restore_params(path: Path, make_target: Callable[[], Any]) -> Any:
+    """The saved parameters.
 
-    Reads the inference copy when it is there and matches ``target``; else Orbax.
+    Reads the inference copy when it is there and readable, else the Orbax checkpoint,
+    restored onto ``make_target()`` (a tree of ``jax.ShapeDtypeStruct``). The target is
+    only built for Orbax: tracing the model for it costs a quarter of a second.
     """
     copy = path / INFERENCE_PARAMS_FILE
     if copy.is_file():
-        params = _read_inference_copy(copy, target)
+        params = _read_inference_copy(copy)
         if params is not None:
             return params
-    return _restore_orbax(path, target)
+    return _restore_orbax(path, make_target())
 
 
-def _read_inference_copy(path: Path, target: Any) -> Any | None:
-    import jax
+def _read_inference_copy(path: Path) -> Any | None:
     from flax import serialization
 
     try:
         params = serialization.msgpack_restore(path.read_bytes())
-        shapes_match = jax.tree.map(lambda p, t: p.shape == t.shape, params, target)
     except Exception:  # A damaged copy falls back to the Orbax checkpoint.
         return None
-    return params if all(jax.tree.leaves(shapes_match)) else None
+    return params if isinstance(params, dict) and params else None
 
 
 def _restore_orbax(path: Path, target: Any) -> Any:

@@ -45,7 +45,10 @@ def test_saved_and_restored_parameters_predict_identically(tmp_path):
         writer.write_settings(config, TrainConfig(ensemble=2), PREP)
         writer.save_params(1, params)
         writer.commit({"best_epoch": 1}, params)
-    target = abstract_params(model, 2)
+
+    def target():
+        return abstract_params(model, 2)
+
     restored = checkpoint.restore_params(tmp_path / "m", target)
     assert all(jax.tree.leaves(jax.tree.map(np.array_equal, params, restored)))
     copy = tmp_path / "m" / checkpoint.INFERENCE_PARAMS_FILE
