@@ -171,6 +171,15 @@ def _parse_patch(text: str) -> int:
     return size
 
 
+def _parse_pool(text: str) -> str:
+    methods = [part.strip() for part in text.split(",")]
+    for method in methods:
+        _check_choice("--pool", method, POOLS)
+    if len(set(methods)) != len(methods):
+        raise BadInputError(f"--pool '{text}': each method at most once")
+    return ",".join(methods)
+
+
 def _check_range(option: str, value: float, low: float, high: float, closed_high: bool) -> None:
     ok = low <= value <= high if closed_high else low <= value < high
     if not ok:
@@ -265,7 +274,11 @@ def train(
         ),
     ] = _MODEL.bidirectional,
     pool: Annotated[
-        str, _opt("--pool", help=f"How per-step states become one vector: {'|'.join(POOLS)}.")
+        str,
+        _opt(
+            "--pool",
+            help=f"Per-step states to one vector: {'|'.join(POOLS)}, or several (last,mean).",
+        ),
     ] = _MODEL.pool,
     dense: Annotated[
         str,
@@ -321,7 +334,7 @@ def train(
         "hidden": hidden,
         "layers": layers,
         "bidirectional": bidirectional,
-        "pool": _check_choice("--pool", pool, POOLS),
+        "pool": _parse_pool(pool),
         "dense": _parse_dense(dense),
         "dropout": dropout,
         "layer_norm": layer_norm,

@@ -47,7 +47,8 @@ class ModelConfig(_Serializable):
       hidden: recurrent state size (per direction).
       layers: number of stacked recurrent layers.
       bidirectional: add a backward pass over each sequence's valid steps.
-      pool: how the per-step states become one vector, one of ``POOLS``.
+      pool: how the per-step states become one vector: one of ``POOLS``, or several
+        joined by commas (e.g. "last,mean"), whose results are concatenated.
       dense: sizes of the hidden Dense layers of the head, in order.
       dropout: dropout rate between recurrent layers and in the head.
       layer_norm: layer normalisation after each recurrent layer.

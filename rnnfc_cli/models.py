@@ -177,7 +177,7 @@ class SequenceClassifier(nn.Module):
             ]
         if self.layer_norm:
             self.norms = [nn.LayerNorm(name=f"layer_norm_{i}") for i in range(self.layers)]
-        if self.pool == "attention":
+        if "attention" in self.pool.split(","):
             self.attention_hidden = nn.Dense(self.hidden, name="attention_hidden")
             # No bias: softmax over time ignores a shared shift.
             self.attention_score = nn.Dense(1, use_bias=False, name="attention_score")
@@ -213,10 +213,11 @@ class SequenceClassifier(nn.Module):
                 outputs = self.norms[depth](outputs)
                 last = self.norms[depth](last)
             x = outputs
+        methods = self.pool.split(",")
         scores = None
-        if self.pool == "attention":
+        if "attention" in methods:
             scores = self.attention_score(nn.tanh(self.attention_hidden(x)))[..., 0]
-        h = pool_states(last, x, valid, self.pool, scores)
+        h = jnp.concatenate([pool_states(last, x, valid, m, scores) for m in methods], axis=-1)
         for layer in self.head:
             h = self.drop(nn.relu(layer(h)), deterministic=not train)
         return self.logits(h)

@@ -126,6 +126,8 @@ BAD_INVOCATIONS = [
     (["train", "{train_long}", "--normalize", "minmax"], "--normalize 'minmax'"),
     (["train", "{train_long}", "--label-smoothing", "1"], "--label-smoothing 1.0"),
     (["train", "{train_long}", "--monitor", "f1"], "--monitor 'f1'"),
+    (["train", "{train_long}", "--pool", "last,avg"], "--pool 'avg'"),
+    (["train", "{train_long}", "--pool", "mean,mean"], "each method at most once"),
     (["train", "{train_long}", "--label-col", "klass"], "no label column 'klass'"),
     (["eval", "{model}", "{unseen}"], "2 sequences have labels the model never saw: 'sideways'"),
     (["predict", "{model}", "{train_wide}"], "has 1 features per step; the model was trained on 2"),

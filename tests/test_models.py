@@ -40,6 +40,15 @@ COMBINATIONS = [
         patch=1 if i % 2 else 3,
     )
     for i, (pool, bidirectional) in enumerate(itertools.product(POOLS, (False, True)))
+] + [
+    dict(
+        cell="lstm",
+        pool="last,max,attention",
+        bidirectional=True,
+        layers=1,
+        layer_norm=False,
+        patch=1,
+    )
 ]
 
 
