@@ -12,6 +12,20 @@ from pathlib import Path
 
 CACHE_ENV = "RNNFC_CACHE_DIR"
 
+# XLA:CPU's concurrency-optimized scheduler runs independent loops side by side; with two
+# or more recurrent scans in one program (a bidirectional layer, stacked layers in an
+# ensemble) execution deadlocks on a 2-core machine (jax 0.10, seen here). The default
+# scheduler runs them one after the other.
+_XLA_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
+
+
+def set_xla_flags() -> None:
+    """Add rnnfc's XLA flags to ``XLA_FLAGS``; must run before JAX starts its backend."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    missing = [f for f in _XLA_FLAGS if f.split("=")[0] not in flags]
+    if missing:
+        os.environ["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
+
 
 def cache_dir() -> Path:
     """``$RNNFC_CACHE_DIR``, else ``$XDG_CACHE_HOME/rnnfc`` or ``~/.cache/rnnfc``."""
