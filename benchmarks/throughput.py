@@ -130,6 +130,8 @@ def _rnnfc_model(cell: str, shape: tuple[int, int, int, int]):
         dense=(),
         dropout=0.0,
         pool="last",
+        bidirectional=False,
+        patch=1,
     )
     return build_model(config)
 

@@ -164,7 +164,7 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
     return summary
 
 
-PATCH_TARGET_STEPS = 64
+PATCH_TARGET_STEPS = 32
 MAX_AUTO_PATCH = 16
 
 

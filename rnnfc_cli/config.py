@@ -61,8 +61,8 @@ class ModelConfig(_Serializable):
     cell: str = "lstm"
     hidden: int = 128
     layers: int = 1
-    bidirectional: bool = False
-    pool: str = "last"
+    bidirectional: bool = True
+    pool: str = "last,max"
     dense: tuple[int, ...] = (128,)
     dropout: float = 0.1
     layer_norm: bool = False

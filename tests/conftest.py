@@ -10,12 +10,16 @@ import jax
 import numpy as np
 import pytest
 
+from rnnfc_cli import runtime
+
 # Keep compiled programs in a per-run cache, never the user's.
 os.environ.setdefault("RNNFC_CACHE_DIR", str(Path(__file__).parent / ".cache"))
 
 # Full float32 matmuls on accelerators too (GPUs default to TF32), so that tolerances
 # written for CPU hold wherever the suite runs.
 jax.config.update("jax_default_matmul_precision", "highest")
+# Share compiled programs between in-process tests and the CLI subprocesses they start.
+runtime.configure_jax()
 
 TINY_MODEL = {"hidden": 8, "dense": (8,), "dropout": 0.0}
 

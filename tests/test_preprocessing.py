@@ -112,6 +112,6 @@ def test_auto_patch_keeps_the_recurrence_short():
     from rnnfc_cli.api import auto_patch
 
     assert auto_patch(np.array([24, 24])) == 1
-    assert auto_patch(np.array([150] * 3)) == 4
+    assert auto_patch(np.array([150] * 3)) == 8
     assert auto_patch(np.array([1460])) == 16
-    assert all(np.median(n) / auto_patch(np.array([n])) <= 64 for n in (10, 100, 500, 1000))
+    assert all(np.median(n) / auto_patch(np.array([n])) <= 32 for n in (10, 100, 500))
