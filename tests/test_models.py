@@ -133,7 +133,7 @@ def test_scan_equals_a_manual_loop_of_the_cell(cell_type):
 
 
 def test_parameter_paths_are_stable():
-    model = build_model(ModelConfig(2, 3, layers=2, dense=(8, 4)))
+    model = build_model(ModelConfig(2, 3, layers=2, dense=(8, 4), bidirectional=False))
     inputs, lengths = _inputs()
     params = model.init(jax.random.key(0), inputs, lengths, train=False)["params"]
     assert sorted(params) == ["dense_0", "dense_1", "logits", "rnn_0", "rnn_1"]
