@@ -153,6 +153,9 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
             "member_val_accuracy_mean": float(np.mean(result.member_val_accuracy)),
             "member_val_accuracy_std": float(np.std(result.member_val_accuracy)),
             "patch": model_config.patch,
+            "diverged_at": None
+            if result.diverged_at is None
+            else {"epoch": result.diverged_at[0], "step": result.diverged_at[1]},
             "devices": jax.device_count(),
             "backend": jax.default_backend(),
             "train_data": _data_summary(train_data),

@@ -82,22 +82,35 @@ class ModelDirWriter:
 
     Use as a context manager: leaving the block without ``commit`` (an error, Ctrl-C)
     removes the staging directory and leaves any existing model directory untouched.
+    A lock file beside the target keeps a second training from writing the same model
+    directory at the same time; a lock left by a process that no longer runs is taken over.
     """
 
     def __init__(self, target: Path, *, force: bool):
         self.target = target
-        _check_target(target, force)
         target.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        self.lock = target.parent / f".{target.name}.lock"
+        _acquire_lock(self.lock, target)
+        try:
+            _check_target(target, force)
+            self.staging = Path(
+                tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent)
+            )
+        except BaseException:
+            self.lock.unlink(missing_ok=True)
+            raise
         self._manager = None
 
     def __enter__(self) -> ModelDirWriter:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self._close_manager()
-        if self.staging.exists():
-            shutil.rmtree(self.staging, ignore_errors=True)
+        try:
+            self._close_manager()
+            if self.staging.exists():
+                shutil.rmtree(self.staging, ignore_errors=True)
+        finally:
+            self.lock.unlink(missing_ok=True)
 
     def write_settings(
         self, model: ModelConfig, train: TrainConfig, preprocessing: Preprocessing
@@ -156,6 +169,43 @@ class ModelDirWriter:
             self._manager.wait_until_finished()
             self._manager.close()
             self._manager = None
+
+
+def _acquire_lock(lock: Path, target: Path) -> None:
+    """Create ``lock`` holding this process id, or refuse while its owner still runs."""
+    for _ in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if owner is not None and _process_exists(owner):
+                raise ModelDirError(
+                    f"{target}: another training (process {owner}) is writing this model "
+                    f"directory; wait for it, or remove {lock} if that process is gone"
+                ) from None
+            lock.unlink(missing_ok=True)  # stale: its process was killed
+            continue
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+        return
+    raise ModelDirError(f"{lock}: cannot take the lock for {target}")
+
+
+def _lock_owner(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_target(target: Path, force: bool) -> None:

@@ -39,6 +39,7 @@ from rnnfc_cli.errors import (
     BadInputError,
     GateFailedError,
     RnnfcError,
+    TrainingDivergedError,
 )
 
 EXIT_CODES_HELP = (
@@ -372,6 +373,13 @@ def train(
         display.render_train_summary(summary)
     if json_output:
         _print_json(summary)
+    if summary["diverged_at"]:
+        where = summary["diverged_at"]
+        raise TrainingDivergedError(
+            f"the training loss became NaN or infinite at epoch {where['epoch']}, step "
+            f"{where['step']}; training stopped and {summary['model_dir']} holds the best "
+            f"epoch before it ({summary['best_epoch']}); lower --lr to go further"
+        )
 
 
 @_command("eval")

@@ -59,7 +59,7 @@ class ModelConfig(_Serializable):
     num_features: int
     num_classes: int
     cell: str = "lstm"
-    hidden: int = 128
+    hidden: int = 64
     layers: int = 1
     bidirectional: bool = True
     pool: str = "last,max"

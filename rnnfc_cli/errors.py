@@ -28,6 +28,12 @@ class ModelDirError(RnnfcError):
     exit_code = EXIT_BAD_INPUT
 
 
+class TrainingDivergedError(RnnfcError):
+    """The training loss became NaN or infinite."""
+
+    exit_code = EXIT_FAILED
+
+
 class GateFailedError(RnnfcError):
     """A quality gate (e.g. ``--min-accuracy``) was not met."""
 

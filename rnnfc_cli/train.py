@@ -25,6 +25,7 @@ from flax import struct
 from flax.training import train_state
 
 from rnnfc_cli.config import TrainConfig
+from rnnfc_cli.errors import TrainingDivergedError
 from rnnfc_cli.inference import (
     init_params,
     make_proba_fn,
@@ -191,6 +192,8 @@ class FitResult:
       member_val_accuracy: each member's validation accuracy at its best epoch.
       best_val_accuracy: validation accuracy of the ensemble of best members.
       best_val_loss: validation log loss of that ensemble.
+      diverged_at: (epoch, step) where the training loss first became NaN or infinite,
+        when that stopped training; the weights are then the best ones before it.
     """
 
     params: Any
@@ -202,6 +205,7 @@ class FitResult:
     steps: int
     train_seconds: float
     history: tuple[EpochRecord, ...]
+    diverged_at: tuple[int, int] | None = None
 
     @property
     def best_epoch(self) -> int:
@@ -267,7 +271,8 @@ class _Monitor:
         self.progress_epoch = np.zeros(members, dtype=int)
 
     def update(self, epoch: int, loss: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
-        """Record an epoch; returns which members improved on their best."""
+        """Record an epoch; returns which members improved on their best (never a member
+        whose validation loss is not finite)."""
         if self.metric == "val_loss":
             improved = loss < self.best_loss
             progress = loss < self.best_loss - LOSS_MIN_DELTA
@@ -279,6 +284,8 @@ class _Monitor:
             same = accuracy == self.best_accuracy
             improved = more | (same & (loss < self.best_loss))
             progress = more | (same & (loss < self.best_loss - LOSS_MIN_DELTA))
+        finite = np.isfinite(loss)
+        improved, progress = improved & finite, progress & finite
         self.progress_epoch[progress] = epoch
         self.best_epoch[improved] = epoch
         self.best_loss[improved] = loss[improved]
@@ -320,17 +327,28 @@ def fit(
     monitor = _Monitor(config.monitor, config.ensemble)
     callbacks.on_start(config.epochs, steps_per_epoch)
 
-    best_params, history = None, []
+    best_params, history, diverged_at = None, [], None
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
-        totals = None
+        totals, step_losses = None, []
         order = shuffle.permutation(len(train))
         for i, batch in enumerate(_train_batches(train, batch_size, order), start=1):
             state, metrics = step_fn(state, batch, keys)
             totals = metrics if totals is None else totals + metrics
+            step_losses.append(metrics.loss_sum)
             callbacks.on_step(epoch, i)
         totals = jax.device_get(totals)
+        bad_steps = ~np.isfinite(np.stack(jax.device_get(step_losses))).all(axis=1)
+        if bad_steps.any():
+            step = epoch_first_step(epoch, steps_per_epoch) + int(np.argmax(bad_steps))
+            if best_params is None:
+                raise TrainingDivergedError(
+                    f"the training loss became NaN or infinite at epoch {epoch}, step {step}, "
+                    "before any epoch finished; lower --lr or check the data"
+                )
+            diverged_at = (epoch, step)
+            break
         val_loss, val_accuracy = log_loss_and_accuracy(
             member_proba(proba_fn, state.params, val.inputs, val.lengths), val.labels
         )
@@ -351,6 +369,8 @@ def fit(
         callbacks.on_epoch(record, best_params if improved.any() else None)
         if monitor.exhausted(epoch, config.patience) and record.step >= config.min_steps:
             break
+    if best_params is None:
+        raise AssertionError("an epoch finished without choosing weights")
     ensemble_loss, ensemble_accuracy = log_loss_and_accuracy(
         predict_proba(proba_fn, best_params, val.inputs, val.lengths), val.labels
     )
@@ -364,4 +384,10 @@ def fit(
         steps=history[-1].step,
         train_seconds=time.perf_counter() - started,
         history=tuple(history),
+        diverged_at=diverged_at,
     )
+
+
+def epoch_first_step(epoch: int, steps_per_epoch: int) -> int:
+    """The 1-based number of the first optimizer step of ``epoch``."""
+    return (epoch - 1) * steps_per_epoch + 1

@@ -147,3 +147,22 @@ def test_missing_and_foreign_directories(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelDirError, match="not an rnnfc model directory"):
         checkpoint.read_model_files(tmp_path / "empty")
+
+
+def test_a_second_training_is_locked_out_and_a_stale_lock_is_taken_over(tiny_data, tmp_path):
+    import subprocess
+    import sys
+
+    model_dir = tmp_path / "m"
+    lock = tmp_path / ".m.lock"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(f"{sleeper.pid}\n")
+        with pytest.raises(ModelDirError, match=f"another training \\(process {sleeper.pid}\\)"):
+            api.train_model(_request(tiny_data, model_dir))
+        assert lock.exists() and not model_dir.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    api.train_model(_request(tiny_data, model_dir))  # the killed owner's lock is stale
+    assert model_dir.is_dir() and not lock.exists()

@@ -306,3 +306,12 @@ def test_every_train_option_reaches_the_saved_config(tiny_data, tmp_path):
     assert json.loads(result.stdout)["ensemble"] == 2
     predicted = invoke("predict", model_dir, tiny_data["test_long"], "--proba")
     assert predicted.exit_code == 0 and len(predicted.stdout.splitlines()) == 13
+
+
+def test_divergence_is_reported_with_exit_1_after_saving(monkeypatch, tiny_data, tmp_path):
+    summary = {"model_dir": "m", "best_epoch": 2, "diverged_at": {"epoch": 3, "step": 9}}
+    monkeypatch.setattr(api, "train_model", lambda request, progress: summary)
+    result = invoke("train", tiny_data["train_long"], "-m", tmp_path / "m", "-q", "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["diverged_at"] == {"epoch": 3, "step": 9}
+    assert "epoch 3, step 9" in result.stderr and "best epoch before it (2)" in result.stderr

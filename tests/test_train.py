@@ -188,3 +188,26 @@ def test_predict_proba_does_not_depend_on_batch_size():
     for out in outputs[1:]:
         np.testing.assert_allclose(out, outputs[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(outputs[0].sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_divergence_stops_training_and_keeps_the_best_epoch_before_it():
+    """With one step per epoch, step 1 runs at lr 0, step 2 at lr 1e30, and step 3 sees
+    the exploded weights: the loss there is not finite."""
+    config = TrainConfig(
+        epochs=6, batch_size=8, min_steps=0, patience=100, lr=1e30, warmup_steps=1, clip_norm=0
+    )
+    recorder = Recorder()
+    result = fit(MODEL, config, _arrays(8), VAL, recorder)
+    assert result.diverged_at == (3, 3)
+    assert result.epochs_run == 2 and result.best_epoch <= 2
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(result.params))
+    assert _tree_equal(result.params, recorder.params[result.best_epoch])
+
+
+def test_divergence_before_any_epoch_is_an_error():
+    from rnnfc_cli.errors import TrainingDivergedError
+
+    data = _arrays(8)
+    data.inputs[0, 0, 0] = np.nan
+    with pytest.raises(TrainingDivergedError, match="epoch 1, step 1"):
+        fit(MODEL, TrainConfig(epochs=2, batch_size=8, min_steps=0), data, VAL, Recorder())
