@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_data"
@@ -132,17 +133,6 @@ def render(times: dict[str, list[float]]) -> str:
     return "\n".join(lines)
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="runs of each case (5)")
@@ -159,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     versions = ", ".join(
         f"{name} {importlib.metadata.version(name)}" for name in ("rnnfc", "jax", "flax")
     )
-    say(f"cpu: {_cpu_model()}, {os.cpu_count()} cores; python {platform.python_version()}")
+    say(f"cpu: {cpu_model()}, {os.cpu_count()} cores; python {platform.python_version()}")
     say(f"{versions}; rnnfc at {rnnfc}")
     say(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="rnnfc-cli-latency-") as work:

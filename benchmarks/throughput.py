@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from machine import cpu_model
 
 import rnnfc_cli.train as rt
 from rnnfc_cli.config import ModelConfig, TrainConfig
@@ -302,17 +303,6 @@ def matmul_peak(reps: int = 30) -> tuple[float, float, float]:
     )
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _spread(values: tuple[float, ...]) -> float:
     return (max(values) - min(values)) / statistics.median(values)
 
@@ -361,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     def say(text: str = "") -> None:
         print(text, file=report, flush=True)
 
-    say(f"cpu: {_cpu_model()}; os.cpu_count()={cores}, affinity={len(os.sched_getaffinity(0))}")
+    say(f"cpu: {cpu_model()}; os.cpu_count()={cores}, affinity={len(os.sched_getaffinity(0))}")
     say(
         f"python {platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}, "
         f"{jax.device_count()} device), flax {flax.__version__}, torch {torch.__version__}"

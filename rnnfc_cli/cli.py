@@ -76,8 +76,16 @@ def _root(
             is_eager=True,
         ),
     ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", help="Show the traceback of an internal error (also: RNNFC_DEBUG=1)."
+        ),
+    ] = False,
 ) -> None:
     del version
+    if debug:
+        os.environ["RNNFC_DEBUG"] = "1"
 
 
 # --- shared options ------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -315,3 +316,20 @@ def test_divergence_is_reported_with_exit_1_after_saving(monkeypatch, tiny_data,
     assert result.exit_code == 1
     assert json.loads(result.stdout)["diverged_at"] == {"epoch": 3, "step": 9}
     assert "epoch 3, step 9" in result.stderr and "best epoch before it (2)" in result.stderr
+
+
+def test_internal_error_is_one_line_with_a_log_and_debug_shows_it(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("RNNFC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("RNNFC_DEBUG", "")  # restored after the test, --debug sets it
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(api, "describe", broken)
+    assert main(["info", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "internal error: RuntimeError: boom" in err
+    log = err.split("traceback in ")[1].rstrip(")")
+    assert "RuntimeError: boom" in Path(log).read_text()
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["--debug", "info", str(tmp_path)])
