@@ -312,6 +312,13 @@ def train(
             help="Fold K steps into one recurrent step ('auto': from the training lengths).",
         ),
     ] = "auto",
+    buckets: Annotated[
+        bool,
+        _opt(
+            "--buckets/--no-buckets",
+            help="Batch sequences of similar length (>= 1024 sequences, >= 30% less padding).",
+        ),
+    ] = _TRAIN.length_buckets,
     normalize: Annotated[
         str,
         _opt(
@@ -364,6 +371,7 @@ def train(
         class_weight=_check_choice("--class-weight", class_weight, CLASS_WEIGHTS),
         monitor=_check_choice("--monitor", monitor, MONITORS),
         ensemble=seeds,
+        length_buckets=buckets,
     )
     request = api.TrainRequest(
         data=data,

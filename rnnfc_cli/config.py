@@ -89,6 +89,9 @@ class TrainConfig(_Serializable):
       label_smoothing: mass moved from the true class to a uniform distribution.
       class_weight: "balanced" weighs each example's loss by n / (classes * n_class).
       monitor: the validation metric that picks the best epoch and drives early stopping.
+      length_buckets: batch sequences of similar length together (padding each batch only
+        to its bucket's length) when the data is large and varied enough to pay for the
+        extra compiled steps; see ``train.length_buckets``.
       ensemble: models trained at once (vmapped over parameters and PRNG keys, seeds
         ``seed .. seed + ensemble - 1``); predictions average their probabilities.
     """
@@ -107,3 +110,4 @@ class TrainConfig(_Serializable):
     class_weight: str = "none"
     monitor: str = "val_accuracy"
     ensemble: int = 1
+    length_buckets: bool = True

@@ -238,7 +238,7 @@ def test_every_train_option_reaches_the_saved_config(tiny_data, tmp_path):
         "6",
         "--layers",
         "2",
-        "--bidirectional",
+        "--unidirectional",
         "--pool",
         "attention",
         "--dense",
@@ -274,6 +274,7 @@ def test_every_train_option_reaches_the_saved_config(tiny_data, tmp_path):
         "8",
         "--seed",
         "3",
+        "--no-buckets",
     )
     assert result.exit_code == 0, result.stderr
     info = json.loads(invoke("info", model_dir, "--json").stdout)
@@ -282,7 +283,7 @@ def test_every_train_option_reaches_the_saved_config(tiny_data, tmp_path):
         "cell": "gru",
         "hidden": 6,
         "layers": 2,
-        "bidirectional": True,
+        "bidirectional": False,
         "pool": "attention",
         "dense": [5, 4],
         "dropout": 0.2,
@@ -303,6 +304,7 @@ def test_every_train_option_reaches_the_saved_config(tiny_data, tmp_path):
         "ensemble": 2,
         "batch_size": 8,
         "seed": 3,
+        "length_buckets": False,
     }
     assert json.loads(result.stdout)["ensemble"] == 2
     predicted = invoke("predict", model_dir, tiny_data["test_long"], "--proba")

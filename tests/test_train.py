@@ -211,3 +211,29 @@ def test_divergence_before_any_epoch_is_an_error():
     data.inputs[0, 0, 0] = np.nan
     with pytest.raises(TrainingDivergedError, match="epoch 1, step 1"):
         fit(MODEL, TrainConfig(epochs=2, batch_size=8, min_steps=0), data, VAL, Recorder())
+
+
+def test_length_buckets_cut_padding_and_each_example_appears_once_per_epoch():
+    from rnnfc_cli.train import _train_batches, length_buckets
+
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([rng.integers(5, 20, 1500), rng.integers(150, 200, 100)])
+    assert length_buckets(lengths, 32, min_sequences=10**9) == (lengths.max(),)
+    buckets = length_buckets(lengths, 32)
+    assert len(buckets) > 1 and buckets[-1] == lengths.max()
+    assert all(edge % 8 == 0 or edge == lengths.max() for edge in buckets)
+    data = ArraySet(
+        inputs=np.zeros((len(lengths), lengths.max(), 1), np.float32),
+        lengths=lengths.astype(np.int32),
+        labels=np.zeros(len(lengths), np.int32),
+    )
+    order = rng.permutation(len(lengths))
+    seen, padded_steps = [], 0
+    for batch in _train_batches(data, 32, order, buckets, np.random.default_rng(1)):
+        real = batch.weights > 0
+        assert batch.inputs.shape[1] in buckets
+        assert (batch.lengths <= batch.inputs.shape[1]).all()
+        seen += batch.lengths[real].tolist()
+        padded_steps += batch.inputs.shape[0] * batch.inputs.shape[1]
+    assert sorted(seen) == sorted(lengths.tolist())
+    assert padded_steps < 0.5 * len(lengths) * lengths.max()
