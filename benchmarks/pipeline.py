@@ -1,0 +1,84 @@
+"""Share of an epoch spent inside compiled train steps on a large dataset.
+
+Trains the default model (through ``rnnfc_cli.train.fit``, the loop ``rnnfc train`` runs)
+on ``--n`` random sequences for two epochs and takes the second epoch's wall time (no
+compiling; validation on 256 sequences included). Then runs the same number of compiled
+steps back to back on one batch already on the device: the compute-only time. The ratio
+is the share of the epoch spent in compiled steps; the rest is batch assembly in Python
+and NumPy that asynchronous dispatch did not hide. Run by hand:
+``python benchmarks/pipeline.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import numpy as np
+
+from rnnfc_cli import train
+from rnnfc_cli.config import ModelConfig, TrainConfig
+from rnnfc_cli.inference import member_keys
+from rnnfc_cli.models import build_model
+
+
+class _EpochTimes:
+    def __init__(self):
+        self.seconds = []
+        self.steps_per_epoch = 0
+
+    def on_start(self, epochs: int, steps_per_epoch: int) -> None:
+        del epochs
+        self.steps_per_epoch = steps_per_epoch
+
+    def on_step(self, epoch: int, step_in_epoch: int) -> None:
+        del epoch, step_in_epoch
+
+    def on_epoch(self, record, params) -> None:
+        del params
+        self.seconds.append(record.seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--steps", type=int, default=32, help="time steps per sequence")
+    parser.add_argument("--features", type=int, default=8)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    shape = (args.n, args.steps, args.features)
+    inputs = rng.normal(size=shape).astype(np.float32)
+    lengths = np.full(args.n, args.steps, np.int32)
+    labels = rng.integers(0, 4, args.n).astype(np.int32)
+    data = train.ArraySet(inputs, lengths, labels)
+    val = train.ArraySet(inputs[:256], lengths[:256], labels[:256])
+    model = build_model(ModelConfig(num_features=args.features, num_classes=4, patch=1))
+    config = TrainConfig(epochs=2, min_steps=0, patience=1000)
+
+    times = _EpochTimes()
+    train.fit(model, config, data, val, times)
+    epoch_seconds = times.seconds[1]
+
+    state = train.create_train_state(model, config, times.steps_per_epoch)
+    step = train.make_ensemble_step(np.ones(4, np.float32), 0.0)
+    batch = jax.device_put(
+        train.Batch(inputs[:32], lengths[:32], labels[:32], np.ones(32, np.float32))
+    )
+    keys = member_keys(0, 1)
+    state, metrics = step(state, batch, keys)
+    jax.block_until_ready(metrics)
+    started = time.perf_counter()
+    for _ in range(times.steps_per_epoch):
+        state, metrics = step(state, batch, keys)
+    jax.block_until_ready(metrics)
+    compute_seconds = time.perf_counter() - started
+
+    print(f"{args.n} sequences x {args.steps} steps x {args.features} features, batch 32")
+    print(f"epoch (second, incl. validation): {epoch_seconds:8.2f} s")
+    print(f"{times.steps_per_epoch} compiled steps alone:  {compute_seconds:8.2f} s")
+    print(f"share of the epoch in compiled steps: {compute_seconds / epoch_seconds:.1%}")
+
+
+if __name__ == "__main__":
+    main()
