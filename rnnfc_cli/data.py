@@ -11,6 +11,7 @@ import dataclasses
 import io
 import re
 import sys
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -353,22 +354,28 @@ def _labels_per_group(
 
 def _load_npy(path: Path, what: str) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False)
     except ValueError as err:
         if "allow_pickle" in str(err):
             raise BadInputError(
                 f"{path}: {what} holds Python objects (pickled); save a numeric or string array"
             ) from None
         raise BadInputError(f"{path}: not a valid .npy file ({err})") from None
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
         raise BadInputError(f"{path}: not a valid .npy file ({err})") from None
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise BadInputError(f"{path}: is an .npz archive, not a .npy array; name it .npz")
+    return array
 
 
 def _read_npz(path: Path, options: ReadOptions) -> SequenceData:
     try:
         archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise BadInputError(f"{path}: not a valid .npz file ({err})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise BadInputError(f"{path}: is a .npy array, not an .npz archive; name it .npy")
     with archive:
         keys = set(archive.files)
         if "X" not in keys:
@@ -387,7 +394,7 @@ def _read_npz(path: Path, options: ReadOptions) -> SequenceData:
                             "save a numeric or string array"
                         ) from None
                     raise BadInputError(f"{path}: key '{key}' is unreadable ({err})") from None
-                except (OSError, EOFError) as err:
+                except (OSError, EOFError, zipfile.BadZipFile) as err:
                     raise BadInputError(f"{path}: key '{key}' is unreadable ({err})") from None
     return _from_arrays(
         arrays["X"], arrays.get("y"), arrays.get("lengths"), str(path), "npz", "key 'y'"
