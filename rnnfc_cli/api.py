@@ -156,7 +156,7 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
             "diverged_at": None
             if result.diverged_at is None
             else {"epoch": result.diverged_at[0], "step": result.diverged_at[1]},
-            "devices": jax.device_count(),
+            "devices": result.devices,
             "backend": jax.default_backend(),
             "train_data": _data_summary(train_data),
             "val_data": _data_summary(val_data),

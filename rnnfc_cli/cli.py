@@ -312,6 +312,10 @@ def train(
             help="Fold K steps into one recurrent step ('auto': from the training lengths).",
         ),
     ] = "auto",
+    devices: Annotated[
+        int,
+        _opt("--devices", min=0, help="Split batches over this many local devices (0: all)."),
+    ] = _TRAIN.devices,
     buckets: Annotated[
         bool,
         _opt(
@@ -372,6 +376,7 @@ def train(
         monitor=_check_choice("--monitor", monitor, MONITORS),
         ensemble=seeds,
         length_buckets=buckets,
+        devices=devices,
     )
     request = api.TrainRequest(
         data=data,

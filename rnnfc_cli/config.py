@@ -92,6 +92,8 @@ class TrainConfig(_Serializable):
       length_buckets: batch sequences of similar length together (padding each batch only
         to its bucket's length) when the data is large and varied enough to pay for the
         extra compiled steps; see ``train.length_buckets``.
+      devices: local devices to split each batch over (data parallel, parameters
+        replicated); 0 means every device JAX sees.
       ensemble: models trained at once (vmapped over parameters and PRNG keys, seeds
         ``seed .. seed + ensemble - 1``); predictions average their probabilities.
     """
@@ -111,3 +113,4 @@ class TrainConfig(_Serializable):
     monitor: str = "val_accuracy"
     ensemble: int = 1
     length_buckets: bool = True
+    devices: int = 0

@@ -23,9 +23,10 @@ import numpy as np
 import optax
 from flax import struct
 from flax.training import train_state
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rnnfc_cli.config import TrainConfig
-from rnnfc_cli.errors import TrainingDivergedError
+from rnnfc_cli.errors import BadInputError, TrainingDivergedError
 from rnnfc_cli.inference import (
     init_params,
     make_proba_fn,
@@ -206,6 +207,7 @@ class FitResult:
     train_seconds: float
     history: tuple[EpochRecord, ...]
     diverged_at: tuple[int, int] | None = None
+    devices: int = 1
 
     @property
     def best_epoch(self) -> int:
@@ -370,7 +372,9 @@ def fit(
     callbacks: FitCallbacks,
 ) -> FitResult:
     """Train with early stopping on the monitored validation metric; return the best weights."""
+    devices = data_devices(config.devices)
     batch_size = max(1, min(config.batch_size, len(train)))
+    batch_size = -(-batch_size // len(devices)) * len(devices)
     longest = (int(train.lengths.max()),)
     buckets = length_buckets(train.lengths, batch_size) if config.length_buckets else longest
     bucket_sizes = np.bincount(np.searchsorted(buckets, train.lengths), minlength=len(buckets))
@@ -380,6 +384,10 @@ def fit(
     step_fn = make_ensemble_step(weights, config.label_smoothing)
     proba_fn = make_proba_fn(model)
     keys = member_keys(config.seed, config.ensemble)
+    place_batch = _batch_placer(devices)
+    if len(devices) > 1:
+        replicated = NamedSharding(Mesh(np.array(devices), ("data",)), PartitionSpec())
+        state, keys = jax.device_put((state, keys), replicated)
     shuffle = np.random.default_rng(config.seed)
     monitor = _Monitor(config.monitor, config.ensemble)
     callbacks.on_start(config.epochs, steps_per_epoch)
@@ -392,7 +400,7 @@ def fit(
         order = shuffle.permutation(len(train))
         batches = _train_batches(train, batch_size, order, buckets, shuffle)
         for i, batch in enumerate(batches, start=1):
-            state, metrics = step_fn(state, batch, keys)
+            state, metrics = step_fn(state, place_batch(batch), keys)
             totals = metrics if totals is None else totals + metrics
             step_losses.append(metrics.loss_sum)
             callbacks.on_step(epoch, i)
@@ -443,7 +451,28 @@ def fit(
         train_seconds=time.perf_counter() - started,
         history=tuple(history),
         diverged_at=diverged_at,
+        devices=len(devices),
     )
+
+
+def data_devices(count: int) -> list[jax.Device]:
+    """The first ``count`` local devices (all of them for 0)."""
+    available = jax.local_devices()
+    if count > len(available):
+        raise BadInputError(
+            f"--devices {count}: only {len(available)} {jax.default_backend()} device(s) here"
+        )
+    return available[: count or len(available)]
+
+
+def _batch_placer(devices: list[jax.Device]) -> Callable[[Batch], Batch]:
+    """Splits each batch over ``devices`` along its first axis (identity for one device):
+    with replicated parameters, the jitted step then runs data parallel and XLA adds the
+    gradient all-reduce."""
+    if len(devices) == 1:
+        return lambda batch: batch
+    split = NamedSharding(Mesh(np.array(devices), ("data",)), PartitionSpec("data"))
+    return lambda batch: jax.device_put(batch, split)
 
 
 def epoch_first_step(epoch: int, steps_per_epoch: int) -> int:

@@ -1,0 +1,78 @@
+"""Data-parallel training over several devices (4 CPU devices forced in a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+_SCRIPT = """
+import json, sys
+import jax, numpy as np
+sys.path.insert(0, sys.argv[1])
+from conftest import TINY_MODEL, make_sequences, padded
+from rnnfc_cli.config import ModelConfig, TrainConfig
+from rnnfc_cli.models import build_model
+from rnnfc_cli.train import ArraySet, fit
+from rnnfc_cli.inference import make_proba_fn, predict_proba
+
+class Quiet:
+    def on_start(self, *a): pass
+    def on_step(self, *a): pass
+    def on_epoch(self, *a): pass
+
+seqs, labels = make_sequences(40, seed=3)
+data = ArraySet(np.nan_to_num(padded(seqs)).astype(np.float32),
+                np.array([len(s) for s in seqs], np.int32),
+                np.array([0 if l == "up" else 1 for l in labels], np.int32))
+model = build_model(ModelConfig(2, 2, **TINY_MODEL))
+out = {"device_count": jax.device_count()}
+for devices in (1, 4):
+    config = TrainConfig(epochs=3, batch_size=16, min_steps=0, patience=100, devices=devices)
+    result = fit(model, config, data, data, Quiet())
+    proba = predict_proba(make_proba_fn(model), result.params, data.inputs, data.lengths)
+    leaves = [np.asarray(p).ravel().tolist() for p in jax.tree.leaves(result.params)]
+    out[devices] = {"devices": result.devices, "steps": result.steps, "proba": proba.tolist(),
+                    "params": leaves}
+print(json.dumps(out))
+"""
+
+
+def test_four_devices_train_like_one():
+    tests_dir = os.path.dirname(__file__)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    done = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, tests_dir], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["device_count"] == 4
+    one, four = out["1"], out["4"]
+    assert (one["devices"], four["devices"]) == (1, 4)
+    assert one["steps"] == four["steps"] == 9
+    np.testing.assert_allclose(four["proba"], one["proba"], atol=1e-4)
+    for a, b in zip(one["params"], four["params"], strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4)
+
+
+def test_train_json_reports_the_devices_used(tiny_data, tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    cmd = [sys.executable, "-m", "rnnfc_cli", "train", str(tiny_data["train_npz"]), "-q", "--json"]
+    cmd += ["--hidden", "8", "--dense", "8", "--epochs", "1"]
+    for flags, expected in (([], 4), (["--devices", "2"], 2)):
+        model_dir = tmp_path / f"m{expected}"
+        done = subprocess.run(
+            [*cmd, "-m", str(model_dir), *flags], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["devices"] == expected
+    refused = subprocess.run(
+        [*cmd, "-m", str(tmp_path / "m8"), "--devices", "8"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert refused.returncode == 2 and "--devices 8: only 4" in refused.stderr
