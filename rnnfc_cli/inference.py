@@ -12,7 +12,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from rnnfc_cli.errors import BadInputError
 from rnnfc_cli.models import SequenceClassifier
 
 PREDICT_BATCH = 256
@@ -53,16 +55,45 @@ def make_proba_fn(model: SequenceClassifier) -> ProbaFn:
     return proba_fn
 
 
+def data_devices(count: int = 0) -> list[jax.Device]:
+    """The first ``count`` local devices (all of them for 0)."""
+    available = jax.local_devices()
+    if count > len(available):
+        raise BadInputError(
+            f"--devices {count}: only {len(available)} {jax.default_backend()} device(s) here"
+        )
+    return available[: count or len(available)]
+
+
+def batch_sharding(devices: list[jax.Device]) -> tuple[NamedSharding, NamedSharding] | None:
+    """(split along the batch axis, replicated) over ``devices``; None for one device.
+
+    With replicated parameters and split batches, a jitted function runs data parallel:
+    XLA partitions it and adds the reductions (the gradient all-reduce when training).
+    """
+    if len(devices) == 1:
+        return None
+    mesh = Mesh(np.array(devices), ("data",))
+    return NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
+
+
 def member_proba(
     proba_fn: ProbaFn,
     params: Any,
     inputs: np.ndarray,
     lengths: np.ndarray,
     batch_size: int = PREDICT_BATCH,
+    devices: list[jax.Device] | None = None,
 ) -> np.ndarray:
-    """Each member's class probabilities, float64[members, n, classes], in fixed batches."""
+    """Each member's class probabilities, float64[members, n, classes], in fixed batches
+    split over ``devices`` (default: every local device)."""
+    devices = devices or jax.local_devices()
+    shardings = batch_sharding(devices)
     n = len(inputs)
     batch_size = max(1, min(batch_size, n))
+    batch_size = -(-batch_size // len(devices)) * len(devices)
+    if shardings is not None:
+        params = jax.device_put(params, shardings[1])
     chunks = []
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
@@ -74,7 +105,10 @@ def member_proba(
                 [batch_inputs, np.zeros((pad, *inputs.shape[1:]), inputs.dtype)]
             )
             batch_lengths = np.concatenate([batch_lengths, np.ones(pad, lengths.dtype)])
-        chunks.append(proba_fn(params, batch_inputs, batch_lengths.astype(np.int32)))
+        batch = (batch_inputs, batch_lengths.astype(np.int32))
+        if shardings is not None:
+            batch = jax.device_put(batch, shardings[0])
+        chunks.append(proba_fn(params, *batch))
     return np.concatenate([np.asarray(c, np.float64) for c in jax.device_get(chunks)], 1)[:, :n]
 
 
@@ -84,6 +118,7 @@ def predict_proba(
     inputs: np.ndarray,
     lengths: np.ndarray,
     batch_size: int = PREDICT_BATCH,
+    devices: list[jax.Device] | None = None,
 ) -> np.ndarray:
     """Ensemble class probabilities float64[n, classes]: the members' average."""
-    return member_proba(proba_fn, params, inputs, lengths, batch_size).mean(axis=0)
+    return member_proba(proba_fn, params, inputs, lengths, batch_size, devices).mean(axis=0)

@@ -23,11 +23,12 @@ import numpy as np
 import optax
 from flax import struct
 from flax.training import train_state
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rnnfc_cli.config import TrainConfig
-from rnnfc_cli.errors import BadInputError, TrainingDivergedError
+from rnnfc_cli.errors import TrainingDivergedError
 from rnnfc_cli.inference import (
+    batch_sharding,
+    data_devices,
     init_params,
     make_proba_fn,
     member_keys,
@@ -384,10 +385,9 @@ def fit(
     step_fn = make_ensemble_step(weights, config.label_smoothing)
     proba_fn = make_proba_fn(model)
     keys = member_keys(config.seed, config.ensemble)
-    place_batch = _batch_placer(devices)
-    if len(devices) > 1:
-        replicated = NamedSharding(Mesh(np.array(devices), ("data",)), PartitionSpec())
-        state, keys = jax.device_put((state, keys), replicated)
+    shardings = batch_sharding(devices)
+    if shardings is not None:
+        state, keys = jax.device_put((state, keys), shardings[1])
     shuffle = np.random.default_rng(config.seed)
     monitor = _Monitor(config.monitor, config.ensemble)
     callbacks.on_start(config.epochs, steps_per_epoch)
@@ -400,7 +400,9 @@ def fit(
         order = shuffle.permutation(len(train))
         batches = _train_batches(train, batch_size, order, buckets, shuffle)
         for i, batch in enumerate(batches, start=1):
-            state, metrics = step_fn(state, place_batch(batch), keys)
+            if shardings is not None:
+                batch = jax.device_put(batch, shardings[0])
+            state, metrics = step_fn(state, batch, keys)
             totals = metrics if totals is None else totals + metrics
             step_losses.append(metrics.loss_sum)
             callbacks.on_step(epoch, i)
@@ -416,7 +418,8 @@ def fit(
             diverged_at = (epoch, step)
             break
         val_loss, val_accuracy = log_loss_and_accuracy(
-            member_proba(proba_fn, state.params, val.inputs, val.lengths), val.labels
+            member_proba(proba_fn, state.params, val.inputs, val.lengths, devices=devices),
+            val.labels,
         )
         improved = monitor.update(epoch, val_loss, val_accuracy)
         if improved.any():
@@ -438,7 +441,8 @@ def fit(
     if best_params is None:
         raise AssertionError("an epoch finished without choosing weights")
     ensemble_loss, ensemble_accuracy = log_loss_and_accuracy(
-        predict_proba(proba_fn, best_params, val.inputs, val.lengths), val.labels
+        predict_proba(proba_fn, best_params, val.inputs, val.lengths, devices=devices),
+        val.labels,
     )
     return FitResult(
         params=best_params,
@@ -453,26 +457,6 @@ def fit(
         diverged_at=diverged_at,
         devices=len(devices),
     )
-
-
-def data_devices(count: int) -> list[jax.Device]:
-    """The first ``count`` local devices (all of them for 0)."""
-    available = jax.local_devices()
-    if count > len(available):
-        raise BadInputError(
-            f"--devices {count}: only {len(available)} {jax.default_backend()} device(s) here"
-        )
-    return available[: count or len(available)]
-
-
-def _batch_placer(devices: list[jax.Device]) -> Callable[[Batch], Batch]:
-    """Splits each batch over ``devices`` along its first axis (identity for one device):
-    with replicated parameters, the jitted step then runs data parallel and XLA adds the
-    gradient all-reduce."""
-    if len(devices) == 1:
-        return lambda batch: batch
-    split = NamedSharding(Mesh(np.array(devices), ("data",)), PartitionSpec("data"))
-    return lambda batch: jax.device_put(batch, split)
 
 
 def epoch_first_step(epoch: int, steps_per_epoch: int) -> int:

@@ -1,4 +1,5 @@
-"""Data-parallel training over several devices (4 CPU devices forced in a subprocess)."""
+"""Data-parallel training and prediction over several devices (4 CPU devices forced in a
+subprocess)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ for devices in (1, 4):
     leaves = [np.asarray(p).ravel().tolist() for p in jax.tree.leaves(result.params)]
     out[devices] = {"devices": result.devices, "steps": result.steps, "proba": proba.tolist(),
                     "params": leaves}
+params = result.params
+sharded = predict_proba(make_proba_fn(model), params, data.inputs, data.lengths, 7)
+single = predict_proba(make_proba_fn(model), params, data.inputs, data.lengths, 7,
+                       devices=jax.local_devices()[:1])
+out["sharded_predict_diff"] = float(np.abs(sharded - single).max())
 print(json.dumps(out))
 """
 
@@ -54,6 +60,7 @@ def test_four_devices_train_like_one():
     assert (one["devices"], four["devices"]) == (1, 4)
     assert one["steps"] == four["steps"] == 9
     np.testing.assert_allclose(four["proba"], one["proba"], atol=1e-4)
+    assert out["sharded_predict_diff"] < 1e-5
     for a, b in zip(one["params"], four["params"], strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4)
 
