@@ -40,6 +40,8 @@ class TrainRequest:
       val: a validation file; when None, ``train.val_split`` of the data is held out.
       force: replace an existing model directory.
       normalize: "feature", "sequence" or "none" (see ``Preprocessing``).
+      extra_files: more files for the model directory (name -> content), written with
+        the rest before it is moved into place.
     """
 
     data: str
@@ -50,6 +52,7 @@ class TrainRequest:
     val: str | None = None
     force: bool = False
     normalize: str = "feature"
+    extra_files: dict[str, bytes] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +134,8 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
     model = models.build_model(model_config)
     with checkpoint.ModelDirWriter(request.model_dir, force=request.force) as writer:
         writer.write_settings(model_config, request.train, prep)
+        for name, content in request.extra_files.items():
+            checkpoint.write_bytes_atomic(writer.staging / name, content)
         result = train.fit(
             model,
             request.train,

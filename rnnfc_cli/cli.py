@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import datetime
 import functools
+import inspect
 import io
 import json
 import os
@@ -196,6 +197,42 @@ def _check_range(option: str, value: float, low: float, high: float, closed_high
         raise BadInputError(f"{option} {value}: must be in [{low}, {high}{bracket}")
 
 
+# Train options that describe a run (saved to MODEL_DIR/config.toml), as opposed to where
+# its output goes and how it is shown.
+_NOT_SETTINGS = {"data", "model_dir", "force", "json_output", "quiet", "config"}
+_RUN_SETTINGS: set[str] = set()  # filled below, from the train command's signature
+
+
+def _load_train_config(ctx: typer.Context, path: Path | None) -> Path | None:
+    """Read a TOML file into the defaults of ``train``'s options (flags still win)."""
+    if path is None:
+        return None
+    import tomllib
+
+    try:
+        settings = tomllib.loads(path.read_text())
+    except OSError as err:
+        raise BadInputError(f"--config {path}: cannot read ({err.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise BadInputError(f"--config {path}: not valid TOML ({err})") from None
+    defaults = {}
+    for key, value in settings.items():
+        name = key.replace("-", "_")
+        if name not in _RUN_SETTINGS:
+            raise BadInputError(f"--config {path}: unknown setting '{key}'")
+        if isinstance(value, list):
+            value = ",".join(str(item) for item in value)
+        defaults[name] = value
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return path
+
+
+def _settings_toml(settings: dict[str, Any]) -> bytes:
+    import tomli_w
+
+    return tomli_w.dumps(settings).encode()
+
+
 @_command()
 def train(
     data: Annotated[
@@ -341,9 +378,26 @@ def train(
     id_col: IdCol = "id",
     time_col: TimeCol = "time",
     labels: LabelsFile = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            is_eager=True,
+            callback=_load_train_config,
+            help="TOML file of train options (names as the flags, e.g. hidden = 64); flags "
+            "given on the command line win. MODEL_DIR/config.toml holds a run's settings.",
+        ),
+    ] = None,
 ) -> None:
     """Train a classifier on DATA and save the best epoch (by validation score) to MODEL_DIR."""
     from rnnfc_cli import api, display
+
+    del config
+    resolved = {
+        name: value
+        for name, value in locals().items()
+        if name in _RUN_SETTINGS and value is not None
+    }
 
     if not 0.0 < lr <= 10.0:
         raise BadInputError(f"--lr {lr}: must be greater than 0 (and at most 10)")
@@ -387,6 +441,7 @@ def train(
         val=val,
         force=force,
         normalize=_check_choice("--normalize", normalize, NORMALIZATIONS),
+        extra_files={"config.toml": _settings_toml(resolved)},
     )
     with display.TrainingDisplay(quiet=quiet) as progress:
         summary = api.train_model(request, progress)
@@ -401,6 +456,11 @@ def train(
             f"{where['step']}; training stopped and {summary['model_dir']} holds the best "
             f"epoch before it ({summary['best_epoch']}); lower --lr to go further"
         )
+
+
+_RUN_SETTINGS.update(
+    name for name in inspect.signature(train).parameters if name not in _NOT_SETTINGS
+)
 
 
 @_command("eval")
@@ -559,6 +619,9 @@ def main(argv: list[str] | None = None) -> int:
     command = "rnnfc"
     try:
         result = app(args=argv, prog_name="rnnfc", standalone_mode=False)
+    except RnnfcError as err:  # raised while parsing options (e.g. --config), before a command
+        print(f"{command}: error: {err}", file=sys.stderr)
+        return err.exit_code
     except typer.TyperException as err:
         context = getattr(err, "ctx", None)
         where = context.command_path if context is not None else command

@@ -335,3 +335,33 @@ def test_internal_error_is_one_line_with_a_log_and_debug_shows_it(monkeypatch, c
     assert "RuntimeError: boom" in Path(log).read_text()
     with pytest.raises(RuntimeError, match="boom"):
         main(["--debug", "info", str(tmp_path)])
+
+
+def test_config_file_sets_options_flags_win_and_a_run_reproduces(tiny_data, tmp_path):
+    config = tmp_path / "train.toml"
+    config.write_text('hidden = 16\npool = ["last", "mean"]\nepochs = 2\nbatch-size = 8\n')
+    first = tmp_path / "first"
+    result = invoke("train", tiny_data["train_npz"], "-m", first, "--config", config, "--hidden", 8)
+    assert result.exit_code == 0, result.stderr
+    info = json.loads(invoke("info", first, "--json").stdout)
+    assert (info["model"]["hidden"], info["model"]["pool"]) == (8, "last,mean")
+    assert (info["train"]["epochs"], info["train"]["batch_size"]) == (2, 8)
+    again = tmp_path / "again"
+    result = invoke("train", tiny_data["train_npz"], "-m", again, "--config", first / "config.toml")
+    assert result.exit_code == 0, result.stderr
+    assert (again / "params.msgpack").read_bytes() == (first / "params.msgpack").read_bytes()
+
+
+def test_config_file_errors_name_the_file_and_setting(tiny_data, tmp_path, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text("hiden = 3\n")
+    code = main(
+        ["train", str(tiny_data["train_npz"]), "-m", str(tmp_path / "m"), "--config", str(config)]
+    )
+    assert code == 2
+    assert f"--config {config}: unknown setting 'hiden'" in capsys.readouterr().err
+    config.write_text("hidden = \n")
+    code = main(
+        ["train", str(tiny_data["train_npz"]), "-m", str(tmp_path / "m"), "--config", str(config)]
+    )
+    assert code == 2 and "not valid TOML" in capsys.readouterr().err
