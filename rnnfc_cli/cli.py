@@ -44,7 +44,9 @@ from rnnfc_cli.errors import (
 )
 
 EXIT_CODES_HELP = (
-    "Exit codes: 0 ok, 1 gate failed or internal error, 2 bad input or usage, 130 interrupted."
+    "Exit codes: 0 ok, 1 gate failed or internal error, 2 bad input or usage, 130 interrupted. "
+    "Machine settings: RNNFC_CACHE_DIR (compiled programs and error logs, default "
+    "~/.cache/rnnfc), RNNFC_DEVICES (default for train --devices)."
 )
 
 app = typer.Typer(
@@ -351,7 +353,12 @@ def train(
     ] = "auto",
     devices: Annotated[
         int,
-        _opt("--devices", min=0, help="Split batches over this many local devices (0: all)."),
+        _opt(
+            "--devices",
+            min=0,
+            envvar="RNNFC_DEVICES",
+            help="Split batches over this many local devices (0: all).",
+        ),
     ] = _TRAIN.devices,
     buckets: Annotated[
         bool,

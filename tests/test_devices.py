@@ -83,3 +83,22 @@ def test_train_json_reports_the_devices_used(tiny_data, tmp_path):
         env=env,
     )
     assert refused.returncode == 2 and "--devices 8: only 4" in refused.stderr
+
+
+def test_rnnfc_devices_sets_the_default_and_a_flag_wins(tiny_data, tmp_path):
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "RNNFC_DEVICES": "3",
+    }
+    cmd = [sys.executable, "-m", "rnnfc_cli", "train", str(tiny_data["train_npz"]), "-q", "--json"]
+    cmd += ["--hidden", "8", "--dense", "8", "--epochs", "1"]
+    for flags, expected in (([], 3), (["--devices", "1"], 1)):
+        done = subprocess.run(
+            [*cmd, "-m", str(tmp_path / f"m{expected}"), *flags],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["devices"] == expected
