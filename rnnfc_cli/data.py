@@ -352,17 +352,23 @@ def _labels_per_group(
 # --- NumPy ---------------------------------------------------------------------------------
 
 
+_NUMPY_LOAD_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile)
+
+
+def _numpy_load_error(err: Exception, path: Path, what: str, invalid: str) -> BadInputError:
+    """The user-facing error for a failed ``np.load``: pickled objects get their own words."""
+    if isinstance(err, ValueError) and "allow_pickle" in str(err):
+        return BadInputError(
+            f"{path}: {what} holds Python objects (pickled); save a numeric or string array"
+        )
+    return BadInputError(f"{path}: {invalid} ({err})")
+
+
 def _load_npy(path: Path, what: str) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        if "allow_pickle" in str(err):
-            raise BadInputError(
-                f"{path}: {what} holds Python objects (pickled); save a numeric or string array"
-            ) from None
-        raise BadInputError(f"{path}: not a valid .npy file ({err})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise BadInputError(f"{path}: not a valid .npy file ({err})") from None
+    except _NUMPY_LOAD_ERRORS as err:
+        raise _numpy_load_error(err, path, what, "not a valid .npy file") from None
     if not isinstance(array, np.ndarray):
         array.close()
         raise BadInputError(f"{path}: is an .npz archive, not a .npy array; name it .npz")
@@ -372,7 +378,7 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
 def _read_npz(path: Path, options: ReadOptions) -> SequenceData:
     try:
         archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+    except _NUMPY_LOAD_ERRORS as err:
         raise BadInputError(f"{path}: not a valid .npz file ({err})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise BadInputError(f"{path}: is a .npy array, not an .npz archive; name it .npy")
@@ -387,15 +393,9 @@ def _read_npz(path: Path, options: ReadOptions) -> SequenceData:
             if key in keys and (key != "y" or options.require_labels):
                 try:
                     arrays[key] = archive[key]
-                except ValueError as err:
-                    if "allow_pickle" in str(err):
-                        raise BadInputError(
-                            f"{path}: key '{key}' holds Python objects (pickled); "
-                            "save a numeric or string array"
-                        ) from None
-                    raise BadInputError(f"{path}: key '{key}' is unreadable ({err})") from None
-                except (OSError, EOFError, zipfile.BadZipFile) as err:
-                    raise BadInputError(f"{path}: key '{key}' is unreadable ({err})") from None
+                except _NUMPY_LOAD_ERRORS as err:
+                    what = f"key '{key}'"
+                    raise _numpy_load_error(err, path, what, f"{what} is unreadable") from None
     return _from_arrays(
         arrays["X"], arrays.get("y"), arrays.get("lengths"), str(path), "npz", "key 'y'"
     )
