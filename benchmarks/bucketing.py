@@ -59,10 +59,7 @@ def main() -> None:
         config = TrainConfig(**base, length_buckets=bucketed)
         longest = (int(lengths.max()),)
         buckets = train.length_buckets(lengths, config.batch_size) if bucketed else longest
-        bucket = np.searchsorted(buckets, lengths)
-        steps = sum(
-            -(-int((bucket == b).sum()) // 32) * 32 * edge for b, edge in enumerate(buckets)
-        )
+        steps = train.padded_steps(lengths, buckets, config.batch_size)
         times = _EpochTimes()
         train.fit(model, config, data, val, times)
         results[name] = statistics.median(times.seconds[1:])

@@ -77,6 +77,12 @@ def batch_sharding(devices: list[jax.Device]) -> tuple[NamedSharding, NamedShard
     return NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
 
 
+def device_batch_size(batch_size: int, examples: int, devices: list[jax.Device]) -> int:
+    """``batch_size`` capped at ``examples``, rounded up to split evenly over ``devices``."""
+    batch_size = max(1, min(batch_size, examples))
+    return -(-batch_size // len(devices)) * len(devices)
+
+
 def member_proba(
     proba_fn: ProbaFn,
     params: Any,
@@ -90,8 +96,7 @@ def member_proba(
     devices = devices or jax.local_devices()
     shardings = batch_sharding(devices)
     n = len(inputs)
-    batch_size = max(1, min(batch_size, n))
-    batch_size = -(-batch_size // len(devices)) * len(devices)
+    batch_size = device_batch_size(batch_size, n, devices)
     if shardings is not None:
         params = jax.device_put(params, shardings[1])
     chunks = []

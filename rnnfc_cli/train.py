@@ -29,6 +29,7 @@ from rnnfc_cli.errors import TrainingDivergedError
 from rnnfc_cli.inference import (
     batch_sharding,
     data_devices,
+    device_batch_size,
     init_params,
     make_proba_fn,
     member_keys,
@@ -265,14 +266,24 @@ def length_buckets(
         min(longest, -(-int(np.ceil(q)) // _BUCKET_ROUND) * _BUCKET_ROUND) for q in quartiles
     }
     edges = tuple(sorted(rounded | {longest}))
-
-    def padded_steps(edges):
-        bucket = np.searchsorted(edges, lengths)
-        counts = np.bincount(bucket, minlength=len(edges))
-        return sum(-(-c // batch_size) * batch_size * e for c, e in zip(counts, edges, strict=True))
-
-    saving = 1.0 - padded_steps(edges) / padded_steps((longest,))
+    saving = 1.0 - padded_steps(lengths, edges, batch_size) / padded_steps(
+        lengths, (longest,), batch_size
+    )
     return edges if saving >= min_saving else (longest,)
+
+
+def bucket_batches(lengths: np.ndarray, buckets: tuple[int, ...], batch_size: int) -> np.ndarray:
+    """Batches per epoch in each bucket, int[buckets] (a sequence goes to the first bucket
+    at least as long as it is)."""
+    counts = np.bincount(np.searchsorted(buckets, lengths), minlength=len(buckets))
+    return -(-counts // batch_size)
+
+
+def padded_steps(lengths: np.ndarray, buckets: tuple[int, ...], batch_size: int) -> int:
+    """Time steps an epoch computes, padding included, when batching by ``buckets``."""
+    return int(
+        (bucket_batches(lengths, buckets, batch_size) * batch_size * np.array(buckets)).sum()
+    )
 
 
 def _train_batches(
@@ -374,12 +385,10 @@ def fit(
 ) -> FitResult:
     """Train with early stopping on the monitored validation metric; return the best weights."""
     devices = data_devices(config.devices)
-    batch_size = max(1, min(config.batch_size, len(train)))
-    batch_size = -(-batch_size // len(devices)) * len(devices)
+    batch_size = device_batch_size(config.batch_size, len(train), devices)
     longest = (int(train.lengths.max()),)
     buckets = length_buckets(train.lengths, batch_size) if config.length_buckets else longest
-    bucket_sizes = np.bincount(np.searchsorted(buckets, train.lengths), minlength=len(buckets))
-    steps_per_epoch = int(sum(-(-n // batch_size) for n in bucket_sizes))
+    steps_per_epoch = int(bucket_batches(train.lengths, buckets, batch_size).sum())
     state = create_train_state(model, config, config.epochs * steps_per_epoch)
     weights = class_weights(train.labels, model.num_classes, config.class_weight)
     step_fn = make_ensemble_step(weights, config.label_smoothing)
