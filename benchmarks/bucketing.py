@@ -13,25 +13,11 @@ import argparse
 import statistics
 
 import numpy as np
+from timing import EpochTimes
 
 from rnnfc_cli import train
 from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.models import build_model
-
-
-class _EpochTimes:
-    def __init__(self):
-        self.seconds = []
-
-    def on_start(self, epochs: int, steps_per_epoch: int) -> None:
-        del epochs, steps_per_epoch
-
-    def on_step(self, epoch: int, step_in_epoch: int) -> None:
-        del epoch, step_in_epoch
-
-    def on_epoch(self, record, params) -> None:
-        del params
-        self.seconds.append(record.seconds)
 
 
 def main() -> None:
@@ -60,7 +46,7 @@ def main() -> None:
         longest = (int(lengths.max()),)
         buckets = train.length_buckets(lengths, config.batch_size) if bucketed else longest
         steps = train.padded_steps(lengths, buckets, config.batch_size)
-        times = _EpochTimes()
+        times = EpochTimes()
         train.fit(model, config, data, val, times)
         results[name] = statistics.median(times.seconds[1:])
         print(f"{name:18s} {results[name]:7.2f} s/epoch  {steps:9d} padded steps/epoch")

@@ -16,28 +16,12 @@ import time
 
 import jax
 import numpy as np
+from timing import EpochTimes
 
 from rnnfc_cli import train
 from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.inference import member_keys
 from rnnfc_cli.models import build_model
-
-
-class _EpochTimes:
-    def __init__(self):
-        self.seconds = []
-        self.steps_per_epoch = 0
-
-    def on_start(self, epochs: int, steps_per_epoch: int) -> None:
-        del epochs
-        self.steps_per_epoch = steps_per_epoch
-
-    def on_step(self, epoch: int, step_in_epoch: int) -> None:
-        del epoch, step_in_epoch
-
-    def on_epoch(self, record, params) -> None:
-        del params
-        self.seconds.append(record.seconds)
 
 
 def main() -> None:
@@ -56,7 +40,7 @@ def main() -> None:
     model = build_model(ModelConfig(num_features=args.features, num_classes=4, patch=1))
     config = TrainConfig(epochs=2, min_steps=0, patience=1000)
 
-    times = _EpochTimes()
+    times = EpochTimes()
     train.fit(model, config, data, val, times)
     epoch_seconds = times.seconds[1]
 

@@ -65,17 +65,6 @@ class Predictions:
     classes: list[Any]
 
 
-class _NoCallbacks:
-    def on_start(self, epochs: int, steps_per_epoch: int) -> None:
-        del epochs, steps_per_epoch
-
-    def on_step(self, epoch: int, step_in_epoch: int) -> None:
-        del epoch, step_in_epoch
-
-    def on_epoch(self, record: EpochRecord, params: Any) -> None:
-        del record, params
-
-
 class _Recorder:
     """Writes each epoch to the model directory, then tells the caller's callbacks."""
 
@@ -141,7 +130,7 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
             request.train,
             train_arrays,
             val_arrays,
-            _Recorder(writer, callbacks or _NoCallbacks()),
+            _Recorder(writer, callbacks or train.SilentCallbacks()),
         )
         summary = {
             "model_dir": str(request.model_dir),

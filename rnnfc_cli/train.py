@@ -226,6 +226,19 @@ class FitCallbacks(Protocol):
     def on_epoch(self, record: EpochRecord, params: Any) -> None: ...
 
 
+class SilentCallbacks:
+    """``FitCallbacks`` that do nothing; subclass to watch only what you need."""
+
+    def on_start(self, epochs: int, steps_per_epoch: int) -> None:
+        del epochs, steps_per_epoch
+
+    def on_step(self, epoch: int, step_in_epoch: int) -> None:
+        del epoch, step_in_epoch
+
+    def on_epoch(self, record: EpochRecord, params: Any) -> None:
+        del record, params
+
+
 @dataclasses.dataclass(frozen=True)
 class ArraySet:
     """Model-ready arrays: scaled inputs, lengths and class indices."""

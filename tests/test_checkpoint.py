@@ -23,6 +23,7 @@ from rnnfc_cli.inference import (
 )
 from rnnfc_cli.models import build_model
 from rnnfc_cli.preprocessing import Preprocessing
+from rnnfc_cli.train import SilentCallbacks
 
 PREP = Preprocessing(("a", "b"), "str", (0.0, 0.0), (1.0, 1.0), None, "npz")
 
@@ -81,15 +82,9 @@ def test_force_refuses_a_directory_that_is_not_a_model(tiny_data, tmp_path):
     assert (tmp_path / "notes" / "thesis.txt").read_text() == "precious"
 
 
-class _Explode:
-    def on_start(self, epochs, steps_per_epoch):
-        pass
-
+class _Explode(SilentCallbacks):
     def on_step(self, epoch, step_in_epoch):
         raise KeyboardInterrupt
-
-    def on_epoch(self, record, params):
-        pass
 
 
 def test_interrupted_training_leaves_the_old_model_whole_and_no_staging(tiny_data, tmp_path):

@@ -17,13 +17,8 @@ sys.path.insert(0, sys.argv[1])
 from conftest import TINY_MODEL, make_sequences, padded
 from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.models import build_model
-from rnnfc_cli.train import ArraySet, fit
+from rnnfc_cli.train import ArraySet, SilentCallbacks, fit
 from rnnfc_cli.inference import make_proba_fn, predict_proba
-
-class Quiet:
-    def on_start(self, *a): pass
-    def on_step(self, *a): pass
-    def on_epoch(self, *a): pass
 
 seqs, labels = make_sequences(40, seed=3)
 data = ArraySet(np.nan_to_num(padded(seqs)).astype(np.float32),
@@ -33,7 +28,7 @@ model = build_model(ModelConfig(2, 2, **TINY_MODEL))
 out = {"device_count": jax.device_count()}
 for devices in (1, 4):
     config = TrainConfig(epochs=3, batch_size=16, min_steps=0, patience=100, devices=devices)
-    result = fit(model, config, data, data, Quiet())
+    result = fit(model, config, data, data, SilentCallbacks())
     proba = predict_proba(make_proba_fn(model), result.params, data.inputs, data.lengths)
     leaves = [np.asarray(p).ravel().tolist() for p in jax.tree.leaves(result.params)]
     out[devices] = {"devices": result.devices, "steps": result.steps, "proba": proba.tolist(),

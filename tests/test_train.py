@@ -14,6 +14,7 @@ from rnnfc_cli.models import build_model
 from rnnfc_cli.train import (
     ArraySet,
     Batch,
+    SilentCallbacks,
     class_weights,
     create_train_state,
     fit,
@@ -42,15 +43,9 @@ def _batch(data: ArraySet, weights=None) -> Batch:
     return Batch(data.inputs, data.lengths, data.labels, weights)
 
 
-class Recorder:
+class Recorder(SilentCallbacks):
     def __init__(self):
         self.records, self.params = [], {}
-
-    def on_start(self, epochs, steps_per_epoch):
-        del epochs, steps_per_epoch
-
-    def on_step(self, epoch, step_in_epoch):
-        del epoch, step_in_epoch
 
     def on_epoch(self, record, params):
         self.records.append(record)
