@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
+import json
 import platform
+import threading
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +24,7 @@ from rnnfc_cli.errors import BadInputError
 from rnnfc_cli.metrics import Report, classification_report
 
 if TYPE_CHECKING:
-    from rnnfc_cli.train import EpochRecord, FitCallbacks
+    from rnnfc_cli.train import EpochRecord, FitCallbacks, TrainSnapshot
 
 _LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 
@@ -42,6 +45,10 @@ class TrainRequest:
       normalize: "feature", "sequence" or "none" (see ``Preprocessing``).
       extra_files: more files for the model directory (name -> content), written with
         the rest before it is moved into place.
+      resume: continue the interrupted run of ``model_dir`` (same data and settings).
+      checkpoint_every: seconds between snapshots of the train state (0: every epoch).
+      stop: set it (e.g. from a signal handler) to snapshot and stop; ``train_model``
+        then raises ``TrainingInterruptedError``.
     """
 
     data: str
@@ -53,6 +60,9 @@ class TrainRequest:
     force: bool = False
     normalize: str = "feature"
     extra_files: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    resume: bool = False
+    checkpoint_every: float = 5.0
+    stop: threading.Event | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,9 +90,22 @@ class _Recorder:
 
     def on_epoch(self, record: EpochRecord, params: Any) -> None:
         self.writer.append_metrics(record.to_dict())
-        if params is not None:
-            self.writer.save_params(record.epoch, params)
         self.display.on_epoch(record, params)
+
+    def on_snapshot(self, snapshot: TrainSnapshot) -> None:
+        self.writer.save_snapshot(snapshot.step, snapshot.arrays(), snapshot.progress())
+        self.display.on_snapshot(snapshot)
+
+    def resume(self, template: Any) -> TrainSnapshot | None:
+        """The interrupted run's snapshot; the metrics log is cut back to match it."""
+        from rnnfc_cli.train import TrainSnapshot
+
+        saved = self.writer.load_snapshot()
+        if saved is None:
+            return None
+        snapshot = TrainSnapshot.restore(template, *saved)
+        self.writer.rewrite_metrics([record.to_dict() for record in snapshot.history])
+        return snapshot
 
 
 def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) -> dict[str, Any]:
@@ -121,16 +144,25 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
     import jax
 
     model = models.build_model(model_config)
-    with checkpoint.ModelDirWriter(request.model_dir, force=request.force) as writer:
+    with checkpoint.ModelDirWriter(
+        request.model_dir,
+        force=request.force,
+        resume=request.resume,
+        run_key=_run_key(model_config, request.train, train_arrays, val_arrays),
+    ) as writer:
         writer.write_settings(model_config, request.train, prep)
         for name, content in request.extra_files.items():
             checkpoint.write_bytes_atomic(writer.staging / name, content)
+        recorder = _Recorder(writer, callbacks or train.SilentCallbacks())
         result = train.fit(
             model,
             request.train,
             train_arrays,
             val_arrays,
-            _Recorder(writer, callbacks or train.SilentCallbacks()),
+            recorder,
+            resume=recorder.resume if writer.resumed else None,
+            checkpoint_every=request.checkpoint_every,
+            stop=request.stop,
         )
         summary = {
             "model_dir": str(request.model_dir),
@@ -151,14 +183,26 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
             if result.diverged_at is None
             else {"epoch": result.diverged_at[0], "step": result.diverged_at[1]},
             "devices": result.devices,
+            "resumed_from_epoch": result.resumed_from_epoch,
             "backend": jax.default_backend(),
             "train_data": _data_summary(train_data),
             "val_data": _data_summary(val_data),
             "versions": _versions(),
             "trained_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
-        writer.commit(summary, result.params)
+        writer.commit(summary, result.params, result.best_epoch)
     return summary
+
+
+def _run_key(model: ModelConfig, config: TrainConfig, *arrays: Any) -> str:
+    """A digest of what decides a run's numbers: settings (bar the device count) and data."""
+    digest = hashlib.blake2b(digest_size=16)
+    settings = {"model": model.to_dict(), "train": {**config.to_dict(), "devices": None}}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for array_set in arrays:
+        for array in (array_set.inputs, array_set.lengths, array_set.labels):
+            digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
 
 
 PATCH_TARGET_STEPS = 32

@@ -8,14 +8,18 @@ log holding the traceback, and exit code 1.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import datetime
 import functools
 import inspect
 import io
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +45,7 @@ from rnnfc_cli.errors import (
     GateFailedError,
     RnnfcError,
     TrainingDivergedError,
+    TrainingInterruptedError,
 )
 
 EXIT_CODES_HELP = (
@@ -201,7 +206,19 @@ def _check_range(option: str, value: float, low: float, high: float, closed_high
 
 # Train options that describe a run (saved to MODEL_DIR/config.toml), as opposed to where
 # its output goes and how it is shown.
-_NOT_SETTINGS = {"data", "model_dir", "force", "json_output", "quiet", "config"}
+_NOT_SETTINGS = {
+    "ctx",
+    "data",
+    "model_dir",
+    "force",
+    "json_output",
+    "quiet",
+    "config",
+    "resume",
+    "checkpoint_every",
+}
+# Settings a resumed run may change: they do not decide its numbers (devices barely do).
+_RESUME_MAY_CHANGE = {"devices"}
 _RUN_SETTINGS: set[str] = set()  # filled below, from the train command's signature
 
 
@@ -237,6 +254,7 @@ def _settings_toml(settings: dict[str, Any]) -> bytes:
 
 @_command()
 def train(
+    ctx: typer.Context,
     data: Annotated[
         str,
         typer.Argument(
@@ -375,8 +393,26 @@ def train(
         ),
     ] = "feature",
     force: Annotated[
-        bool, _opt("--force", help="Replace MODEL_DIR if it already holds a model.")
+        bool,
+        _opt("--force", help="Replace MODEL_DIR if it already holds a model; discard a saved run."),
     ] = False,
+    resume: Annotated[
+        bool,
+        _opt(
+            "--resume",
+            help="Continue the interrupted run for MODEL_DIR from its last snapshot, with its "
+            "settings (DATA must be the same).",
+        ),
+    ] = False,
+    checkpoint_every: Annotated[
+        float,
+        _opt(
+            "--checkpoint-every",
+            min=0.0,
+            help="Seconds between snapshots of the full train state, for --resume "
+            "(taken at epoch ends, or inside long epochs); 0: every epoch.",
+        ),
+    ] = 5.0,
     json_output: Annotated[
         bool, _opt("--json", help="Print the training summary as one JSON object on stdout.")
     ] = False,
@@ -400,58 +436,21 @@ def train(
     from rnnfc_cli import api, display
 
     del config
-    resolved = {
-        name: value
-        for name, value in locals().items()
-        if name in _RUN_SETTINGS and value is not None
-    }
-
-    if not 0.0 < lr <= 10.0:
-        raise BadInputError(f"--lr {lr}: must be greater than 0 (and at most 10)")
-    _check_range("--dropout", dropout, 0.0, 1.0, closed_high=False)
-    _check_range("--label-smoothing", label_smoothing, 0.0, 1.0, closed_high=False)
-    model_options = {
-        "cell": _check_choice("--cell", cell, CELLS),
-        "hidden": hidden,
-        "layers": layers,
-        "bidirectional": bidirectional,
-        "pool": _parse_pool(pool),
-        "dense": _parse_dense(dense),
-        "dropout": dropout,
-        "layer_norm": layer_norm,
-        "patch": _parse_patch(patch),
-    }
-    train_config = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        warmup_steps=warmup,
-        clip_norm=clip_norm,
-        seed=seed,
-        patience=patience,
-        min_steps=min_steps,
-        val_split=val_split,
-        label_smoothing=label_smoothing,
-        class_weight=_check_choice("--class-weight", class_weight, CLASS_WEIGHTS),
-        monitor=_check_choice("--monitor", monitor, MONITORS),
-        ensemble=seeds,
-        length_buckets=buckets,
-        devices=devices,
-    )
-    request = api.TrainRequest(
-        data=data,
-        model_dir=model_dir,
-        model_options=model_options,
-        train=train_config,
-        read=_read_options(label_col, id_col, time_col, labels),
-        val=val,
-        force=force,
-        normalize=_check_choice("--normalize", normalize, NORMALIZATIONS),
-        extra_files={"config.toml": _settings_toml(resolved)},
-    )
-    with display.TrainingDisplay(quiet=quiet) as progress:
-        summary = api.train_model(request, progress)
+    settings = {name: value for name, value in locals().items() if name in _RUN_SETTINGS}
+    if resume:
+        settings = _resume_settings(ctx, model_dir, settings)
+    request = _train_request(settings, data, model_dir, force, resume, checkpoint_every)
+    try:
+        with display.TrainingDisplay(quiet=quiet) as progress, _stop_on_signals() as stop:
+            summary = api.train_model(dataclasses.replace(request, stop=stop), progress)
+    except TrainingInterruptedError as err:
+        how = (
+            f"; continue it with: rnnfc train {data} --model-dir {model_dir} --resume"
+            if err.saved
+            else "; nothing was saved"
+        )
+        print(f"rnnfc train: {err}{how}", file=sys.stderr)
+        raise typer.Exit(err.exit_code) from None
     if not quiet:
         display.render_train_summary(summary)
     if json_output:
@@ -463,6 +462,134 @@ def train(
             f"{where['step']}; training stopped and {summary['model_dir']} holds the best "
             f"epoch before it ({summary['best_epoch']}); lower --lr to go further"
         )
+
+
+def _train_request(
+    settings: dict[str, Any],
+    data: str,
+    model_dir: Path,
+    force: bool,
+    resume: bool,
+    checkpoint_every: float,
+):
+    """Check the run settings (named as the train command's parameters) and build the
+    request; the settings also go to MODEL_DIR/config.toml."""
+    from rnnfc_cli import api
+
+    s = settings
+    if not 0.0 < s["lr"] <= 10.0:
+        raise BadInputError(f"--lr {s['lr']}: must be greater than 0 (and at most 10)")
+    _check_range("--dropout", s["dropout"], 0.0, 1.0, closed_high=False)
+    _check_range("--label-smoothing", s["label_smoothing"], 0.0, 1.0, closed_high=False)
+    model_options = {
+        "cell": _check_choice("--cell", s["cell"], CELLS),
+        "hidden": s["hidden"],
+        "layers": s["layers"],
+        "bidirectional": s["bidirectional"],
+        "pool": _parse_pool(s["pool"]),
+        "dense": _parse_dense(s["dense"]),
+        "dropout": s["dropout"],
+        "layer_norm": s["layer_norm"],
+        "patch": _parse_patch(s["patch"]),
+    }
+    train_config = TrainConfig(
+        epochs=s["epochs"],
+        batch_size=s["batch_size"],
+        lr=s["lr"],
+        weight_decay=s["weight_decay"],
+        warmup_steps=s["warmup"],
+        clip_norm=s["clip_norm"],
+        seed=s["seed"],
+        patience=s["patience"],
+        min_steps=s["min_steps"],
+        val_split=s["val_split"],
+        label_smoothing=s["label_smoothing"],
+        class_weight=_check_choice("--class-weight", s["class_weight"], CLASS_WEIGHTS),
+        monitor=_check_choice("--monitor", s["monitor"], MONITORS),
+        ensemble=s["seeds"],
+        length_buckets=s["buckets"],
+        devices=s["devices"],
+    )
+    saved = {name: value for name, value in settings.items() if value is not None}
+    return api.TrainRequest(
+        data=data,
+        model_dir=model_dir,
+        model_options=model_options,
+        train=train_config,
+        read=_read_options(s["label_col"], s["id_col"], s["time_col"], s["labels"]),
+        val=s["val"],
+        force=force,
+        normalize=_check_choice("--normalize", s["normalize"], NORMALIZATIONS),
+        extra_files={"config.toml": _settings_toml(saved)},
+        resume=resume,
+        checkpoint_every=checkpoint_every,
+    )
+
+
+def _resume_settings(
+    context: typer.Context, model_dir: Path, given: dict[str, Any]
+) -> dict[str, Any]:
+    """The interrupted run's settings; a flag given now must agree with them."""
+    import tomllib
+
+    from rnnfc_cli.checkpoint import staging_dir
+
+    path = staging_dir(model_dir) / "config.toml"
+    try:
+        saved = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInputError(
+            f"{model_dir}: --resume: no interrupted run to continue; train without --resume"
+        ) from None
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise BadInputError(f"{path}: --resume: unreadable saved settings ({err})") from None
+    flags = {param.name: param.opts[0] for param in context.command.params}
+    settings = {}
+    for name, value in given.items():
+        source = context.get_parameter_source(name)
+        explicit = source is not None and source.name != "DEFAULT"
+        if name in _RESUME_MAY_CHANGE and explicit:
+            settings[name] = value
+            continue
+        settings[name] = saved.get(name)
+        if explicit and value != saved.get(name):
+            raise BadInputError(
+                f"{flags[name]} {value}: --resume continues a run made with "
+                f"{saved.get(name)}; drop the option, or start over with --force"
+            )
+    return settings
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """An event set by the first Ctrl-C or SIGTERM (training then snapshots and stops);
+    a second one interrupts at once."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # only the main thread may handle signals
+        return
+    signals = [signal.SIGINT, signal.SIGTERM]
+    previous = {number: signal.getsignal(number) for number in signals}
+
+    def request_stop(number, frame):
+        del frame
+        stop.set()
+        for each in signals:
+            signal.signal(each, previous[each])
+        print(
+            "rnnfc train: stopping after this step to save the run "
+            "(press Ctrl-C again to quit at once)",
+            file=sys.stderr,
+        )
+        del number
+
+    for number in signals:
+        signal.signal(number, request_stop)
+    try:
+        yield stop
+    finally:
+        for number in signals:
+            signal.signal(number, previous[number])
 
 
 _RUN_SETTINGS.update(

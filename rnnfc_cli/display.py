@@ -80,6 +80,9 @@ class TrainingDisplay:
                 f"epoch {record.epoch}/{self.epochs}  {stats}  {record.seconds:.2f}s{mark}"
             )
 
+    def on_snapshot(self, snapshot: Any) -> None:
+        del snapshot
+
 
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)

@@ -28,6 +28,12 @@ class ModelDirError(RnnfcError):
     exit_code = EXIT_BAD_INPUT
 
 
+class SaveFailedError(RnnfcError):
+    """Writing a model directory or a snapshot failed (a full disk, a lost mount)."""
+
+    exit_code = EXIT_FAILED
+
+
 class TrainingDivergedError(RnnfcError):
     """The training loss became NaN or infinite."""
 
@@ -38,3 +44,14 @@ class GateFailedError(RnnfcError):
     """A quality gate (e.g. ``--min-accuracy``) was not met."""
 
     exit_code = EXIT_FAILED
+
+
+class TrainingInterruptedError(RnnfcError):
+    """Training was stopped by Ctrl-C or SIGTERM; ``saved`` says whether it can resume."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, epoch: int, step: int, saved: bool):
+        self.epoch, self.step, self.saved = epoch, step, saved
+        where = f"at epoch {epoch}, step {step}" if step else "before the first step"
+        super().__init__(f"interrupted {where}" + ("; the run is saved" if saved else ""))

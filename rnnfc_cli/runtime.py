@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 CACHE_ENV = "RNNFC_CACHE_DIR"
@@ -27,6 +28,20 @@ def set_xla_flags() -> None:
         os.environ["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
 
 
+def _drop_closed_loop_errors(unraisable) -> None:
+    """``sys.unraisablehook`` that ignores one known-harmless error, passing on the rest.
+
+    After a failed Orbax save (a full disk), TensorStore still completes the writes it
+    had queued and hands each result to an asyncio loop Orbax has already closed; each
+    prints ``RuntimeError: Event loop is closed`` with a traceback, after rnnfc's own
+    one-line report. Nothing is lost by dropping them.
+    """
+    value = unraisable.exc_value
+    if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def cache_dir() -> Path:
     """``$RNNFC_CACHE_DIR``, else ``$XDG_CACHE_HOME/rnnfc`` or ``~/.cache/rnnfc``."""
     if os.environ.get(CACHE_ENV):
@@ -39,8 +54,13 @@ def configure_jax() -> None:
     """Turn on the persistent compilation cache (skipped if it cannot be created)."""
     import jax
 
-    # Orbax logs routine notices (e.g. on read-only restores) through absl as warnings.
-    logging.getLogger("absl").setLevel(logging.ERROR)
+    # Orbax logs routine notices (e.g. on read-only restores) through absl as warnings,
+    # and a failed save once per worker thread, traceback and all, as errors: rnnfc
+    # reports those failures itself in one line (RNNFC_DEBUG keeps Orbax's errors).
+    debug = bool(os.environ.get("RNNFC_DEBUG"))
+    logging.getLogger("absl").setLevel(logging.ERROR if debug else logging.CRITICAL)
+    if not debug:
+        sys.unraisablehook = _drop_closed_loop_errors
     directory = cache_dir() / "jax"
     try:
         directory.mkdir(parents=True, exist_ok=True)

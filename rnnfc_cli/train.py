@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -25,7 +27,7 @@ from flax import struct
 from flax.training import train_state
 
 from rnnfc_cli.config import TrainConfig
-from rnnfc_cli.errors import TrainingDivergedError
+from rnnfc_cli.errors import TrainingDivergedError, TrainingInterruptedError
 from rnnfc_cli.inference import (
     batch_sharding,
     data_devices,
@@ -197,6 +199,8 @@ class FitResult:
       best_val_loss: validation log loss of that ensemble.
       diverged_at: (epoch, step) where the training loss first became NaN or infinite,
         when that stopped training; the weights are then the best ones before it.
+      resumed_from_epoch: the last epoch finished before this run continued from a
+        snapshot (0 when the first epoch was in progress), None for a fresh run.
     """
 
     params: Any
@@ -210,6 +214,7 @@ class FitResult:
     history: tuple[EpochRecord, ...]
     diverged_at: tuple[int, int] | None = None
     devices: int = 1
+    resumed_from_epoch: int | None = None
 
     @property
     def best_epoch(self) -> int:
@@ -225,6 +230,8 @@ class FitCallbacks(Protocol):
 
     def on_epoch(self, record: EpochRecord, params: Any) -> None: ...
 
+    def on_snapshot(self, snapshot: TrainSnapshot) -> None: ...
+
 
 class SilentCallbacks:
     """``FitCallbacks`` that do nothing; subclass to watch only what you need."""
@@ -237,6 +244,96 @@ class SilentCallbacks:
 
     def on_epoch(self, record: EpochRecord, params: Any) -> None:
         del record, params
+
+    def on_snapshot(self, snapshot: TrainSnapshot) -> None:
+        del snapshot
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSnapshot:
+    """Everything ``fit`` needs to continue a run exactly where it was (host values).
+
+    Attributes:
+      state: the stacked train state (parameters, optimizer state, step).
+      best_params: the best parameters so far, None before an epoch improved.
+      epoch: the epoch in progress; ``batches_done`` of its batches are applied.
+      batches_done: 0 at an epoch boundary.
+      shuffle_state: the shuffling generator's state at the start of ``epoch``, from
+        which its order of batches is drawn again.
+      totals: the training metrics of ``epoch``'s applied batches, None when none.
+      bad_step: the first step of ``epoch`` whose loss was not finite, if any.
+      monitor: the early-stopping bookkeeping (``_Monitor.to_dict``).
+      history: the finished epochs.
+      train_seconds: training time spent before this snapshot.
+    """
+
+    state: train_state.TrainState
+    best_params: Any | None
+    epoch: int
+    batches_done: int
+    shuffle_state: dict[str, Any]
+    totals: Metrics | None
+    bad_step: int | None
+    monitor: dict[str, list]
+    history: tuple[EpochRecord, ...]
+    train_seconds: float
+
+    @property
+    def step(self) -> int:
+        return int(np.asarray(self.state.step).reshape(-1)[0])
+
+    def arrays(self) -> dict[str, Any]:
+        """The array part, as nested dicts (what the checkpoint stores)."""
+        from flax import serialization
+
+        return serialization.to_state_dict(
+            {"state": self.state, "best_params": self.best_params, "totals": self.totals}
+        )
+
+    def progress(self) -> dict[str, Any]:
+        """The JSON part: where the loop is and what it has seen."""
+        return {
+            "epoch": self.epoch,
+            "batches_done": self.batches_done,
+            "shuffle_state": self.shuffle_state,
+            "bad_step": self.bad_step,
+            "has_best": self.best_params is not None,
+            "has_totals": self.totals is not None,
+            "monitor": self.monitor,
+            "history": [record.to_dict() for record in self.history],
+            "train_seconds": self.train_seconds,
+        }
+
+    @classmethod
+    def restore(
+        cls, template: train_state.TrainState, arrays: dict[str, Any], progress: dict[str, Any]
+    ) -> TrainSnapshot:
+        """Inverse of ``arrays``/``progress``; ``template`` gives the state's structure."""
+        from flax import serialization
+
+        state = serialization.from_state_dict(template, arrays["state"])
+        members = np.asarray(template.step).shape[0]
+        zeros = Metrics(*(np.zeros(members, np.float32) for _ in range(3)))
+        totals = (
+            serialization.from_state_dict(zeros, arrays["totals"])
+            if progress["has_totals"]
+            else None
+        )
+        best = arrays["best_params"] if progress["has_best"] else None
+        return cls(
+            state=state,
+            best_params=None
+            if best is None
+            else serialization.from_state_dict(template.params, best),
+            epoch=progress["epoch"],
+            batches_done=progress["batches_done"],
+            shuffle_state=progress["shuffle_state"],
+            totals=totals,
+            bad_step=progress["bad_step"],
+            monitor=progress["monitor"],
+            history=tuple(EpochRecord(**record) for record in progress["history"]),
+            train_seconds=progress["train_seconds"],
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,6 +473,21 @@ class _Monitor:
     def exhausted(self, epoch: int, patience: int) -> bool:
         return bool(np.all(epoch - self.progress_epoch >= patience))
 
+    _FIELDS = ("best_loss", "best_accuracy", "best_epoch", "progress_epoch")
+
+    def to_dict(self) -> dict[str, list]:
+        # Infinities are written as None: JSON has no infinity.
+        return {
+            name: [None if np.isinf(v) else v.item() for v in getattr(self, name)]
+            for name in self._FIELDS
+        }
+
+    def load(self, saved: dict[str, list]) -> None:
+        for name in self._FIELDS:
+            current = getattr(self, name)
+            fill = current[0] if np.isinf(current[0]) else 0
+            current[:] = [fill if v is None else v for v in saved[name]]
+
 
 def _keep_improved(best: Any, current: Any, improved: np.ndarray) -> Any:
     """Member-wise select: ``current`` where ``improved``, else ``best``."""
@@ -389,14 +501,32 @@ def _keep_improved(best: Any, current: Any, improved: np.ndarray) -> Any:
     return jax.tree.map(select, best, current)
 
 
+CHECKPOINT_EVERY_SECONDS = 5.0
+
+
 def fit(
     model: SequenceClassifier,
     config: TrainConfig,
     train: ArraySet,
     val: ArraySet,
     callbacks: FitCallbacks,
+    *,
+    resume: Callable[[train_state.TrainState], TrainSnapshot | None] | None = None,
+    checkpoint_every: float = CHECKPOINT_EVERY_SECONDS,
+    stop: threading.Event | None = None,
 ) -> FitResult:
-    """Train with early stopping on the monitored validation metric; return the best weights."""
+    """Train with early stopping on the monitored validation metric; return the best weights.
+
+    Args:
+      resume: given the freshly initialised state (host arrays, for its structure),
+        returns the snapshot to continue from, or None to start afresh. A resumed run
+        ends bit-identical (on CPU) to one that never stopped.
+      checkpoint_every: ``callbacks.on_snapshot`` gets a snapshot at the end of an epoch,
+        or between two steps of a long one, once this many seconds have passed since
+        the last; 0 snapshots every epoch. Snapshots cost a device-to-host copy.
+      stop: when set (by a signal handler), training snapshots after the current step
+        and raises ``TrainingInterruptedError``.
+    """
     devices = data_devices(config.devices)
     batch_size = device_batch_size(config.batch_size, len(train), devices)
     longest = (int(train.lengths.max()),)
@@ -407,31 +537,85 @@ def fit(
     step_fn = make_ensemble_step(weights, config.label_smoothing)
     proba_fn = make_proba_fn(model)
     keys = member_keys(config.seed, config.ensemble)
+    shuffle = np.random.default_rng(config.seed)
+    monitor = _Monitor(config.monitor, config.ensemble)
+    best_params, history, diverged_at = None, [], None
+    first_epoch, skip_batches, seconds_before = 1, 0, 0.0
+    resumed_totals, resumed_bad_step = None, None
+    snapshot = resume(jax.device_get(state)) if resume is not None else None
+    if snapshot is not None:
+        state, best_params, history = snapshot.state, snapshot.best_params, list(snapshot.history)
+        shuffle.bit_generator.state = snapshot.shuffle_state
+        monitor.load(snapshot.monitor)
+        first_epoch, skip_batches = snapshot.epoch, snapshot.batches_done
+        resumed_totals, resumed_bad_step = snapshot.totals, snapshot.bad_step
+        seconds_before = snapshot.train_seconds
     shardings = batch_sharding(devices)
     if shardings is not None:
         state, keys = jax.device_put((state, keys), shardings[1])
-    shuffle = np.random.default_rng(config.seed)
-    monitor = _Monitor(config.monitor, config.ensemble)
     callbacks.on_start(config.epochs, steps_per_epoch)
 
-    best_params, history, diverged_at = None, [], None
+    if stop is not None and stop.is_set():
+        raise TrainingInterruptedError(
+            epoch=first_epoch, step=0 if snapshot is None else snapshot.step, saved=bool(snapshot)
+        )
     started = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
+    last_snapshot = started
+    snapshot_mid_epoch = checkpoint_every > 0
+
+    def take_snapshot(epoch, epoch_state, done, totals, bad_step):
+        nonlocal last_snapshot
+        callbacks.on_snapshot(
+            TrainSnapshot(
+                state=jax.device_get(state),
+                best_params=best_params,
+                epoch=epoch,
+                batches_done=done,
+                shuffle_state=epoch_state,
+                totals=None if totals is None else jax.device_get(totals),
+                bad_step=bad_step,
+                monitor=monitor.to_dict(),
+                history=tuple(history),
+                train_seconds=seconds_before + time.perf_counter() - started,
+            )
+        )
+        last_snapshot = time.perf_counter()
+
+    for epoch in range(first_epoch, config.epochs + 1):
         epoch_start = time.perf_counter()
-        totals, step_losses = None, []
+        epoch_rng_state = shuffle.bit_generator.state
+        totals, step_losses, bad_step = None, [], None
         order = shuffle.permutation(len(train))
         batches = _train_batches(train, batch_size, order, buckets, shuffle)
-        for i, batch in enumerate(batches, start=1):
+        if epoch == first_epoch and skip_batches:
+            totals, bad_step = resumed_totals, resumed_bad_step
+            batches = itertools.islice(batches, skip_batches, None)
+        done = skip_batches if epoch == first_epoch else 0
+        for batch in batches:
             if shardings is not None:
                 batch = jax.device_put(batch, shardings[0])
             state, metrics = step_fn(state, batch, keys)
             totals = metrics if totals is None else totals + metrics
             step_losses.append(metrics.loss_sum)
-            callbacks.on_step(epoch, i)
+            done += 1
+            callbacks.on_step(epoch, done)
+            interrupted = stop is not None and stop.is_set()
+            if interrupted or (
+                snapshot_mid_epoch
+                and done < steps_per_epoch
+                and time.perf_counter() - last_snapshot >= checkpoint_every
+            ):
+                bad_step = _first_bad_step(bad_step, step_losses, done)
+                step_losses = []
+                take_snapshot(epoch, epoch_rng_state, done, totals, bad_step)
+                if interrupted:
+                    raise TrainingInterruptedError(
+                        epoch=epoch, step=int(jax.device_get(state.step)[0]), saved=True
+                    )
         totals = jax.device_get(totals)
-        bad_steps = ~np.isfinite(np.stack(jax.device_get(step_losses))).all(axis=1)
-        if bad_steps.any():
-            step = epoch_first_step(epoch, steps_per_epoch) + int(np.argmax(bad_steps))
+        bad_step = _first_bad_step(bad_step, step_losses, done)
+        if bad_step is not None:
+            step = epoch_first_step(epoch, steps_per_epoch) + bad_step - 1
             if best_params is None:
                 raise TrainingDivergedError(
                     f"the training loss became NaN or infinite at epoch {epoch}, step {step}, "
@@ -460,6 +644,8 @@ def fit(
         callbacks.on_epoch(record, best_params if improved.any() else None)
         if monitor.exhausted(epoch, config.patience) and record.step >= config.min_steps:
             break
+        if epoch < config.epochs and time.perf_counter() - last_snapshot >= checkpoint_every:
+            take_snapshot(epoch + 1, shuffle.bit_generator.state, 0, None, None)
     if best_params is None:
         raise AssertionError("an epoch finished without choosing weights")
     ensemble_loss, ensemble_accuracy = log_loss_and_accuracy(
@@ -474,11 +660,23 @@ def fit(
         best_val_loss=float(ensemble_loss),
         epochs_run=len(history),
         steps=history[-1].step,
-        train_seconds=time.perf_counter() - started,
+        train_seconds=seconds_before + time.perf_counter() - started,
         history=tuple(history),
         diverged_at=diverged_at,
         devices=len(devices),
+        resumed_from_epoch=None if snapshot is None else snapshot.epoch - 1,
     )
+
+
+def _first_bad_step(known: int | None, step_losses: list[jax.Array], done: int) -> int | None:
+    """The first step (1-based, within the epoch) with a non-finite loss, given the one
+    already known and the per-member losses of the last ``len(step_losses)`` steps."""
+    if known is not None or not step_losses:
+        return known
+    bad = ~np.isfinite(np.stack(jax.device_get(step_losses))).all(axis=1)
+    if not bad.any():
+        return None
+    return done - len(step_losses) + 1 + int(np.argmax(bad))
 
 
 def epoch_first_step(epoch: int, steps_per_epoch: int) -> int:

@@ -44,8 +44,7 @@ def test_saved_and_restored_parameters_predict_identically(tmp_path):
     params = jax.device_get(init_params(model, member_keys(3, 2)))
     with checkpoint.ModelDirWriter(tmp_path / "m", force=False) as writer:
         writer.write_settings(config, TrainConfig(ensemble=2), PREP)
-        writer.save_params(1, params)
-        writer.commit({"best_epoch": 1}, params)
+        writer.commit({"best_epoch": 1}, params, best_epoch=1)
 
     def target():
         return abstract_params(model, 2)
