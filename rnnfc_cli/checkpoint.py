@@ -395,6 +395,11 @@ def _read_json(path: Path) -> Any:
 def read_model_files(path: Path) -> ModelFiles:
     """Read and check everything but the weights."""
     if not path.is_dir():
+        if staging_dir(path).is_dir():
+            raise ModelDirError(
+                f"{path}: not trained yet: an interrupted training run is saved in "
+                f"{staging_dir(path)}; finish it with rnnfc train DATA -m {path} --resume"
+            )
         raise ModelDirError(f"{path}: no such model directory")
     if not (path / CONFIG_FILE).exists():
         raise ModelDirError(f"{path}: is not an rnnfc model directory (no {CONFIG_FILE})")
@@ -421,7 +426,7 @@ def read_model_files(path: Path) -> ModelFiles:
             summary=_read_json(path / SUMMARY_FILE),
             rnnfc_version=str(config.get("rnnfc_version")),
         )
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise ModelDirError(f"{path}: corrupted model settings ({err!r})") from None
 
 

@@ -11,9 +11,9 @@ import dataclasses
 import io
 import re
 import sys
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -24,6 +24,7 @@ _INT_LABEL = re.compile(r"[+-]?\d+")
 _GZIP_MAGIC = b"\x1f\x8b"
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +109,8 @@ def read_sequences(path: str, options: ReadOptions | None = None) -> SequenceDat
         return _read_npz(file, options)
     if kind == "npy":
         return _read_npy(file, options)
-    return _read_csv(file.read_bytes(), str(file), options)
+    delimiter = "\t" if file.suffix.lower() == ".tsv" else ","
+    return _read_csv(file.read_bytes(), str(file), options, delimiter)
 
 
 def _detect_format(file: Path, head: bytes) -> str:
@@ -129,20 +131,9 @@ def _detect_format(file: Path, head: bytes) -> str:
 # --- CSV -----------------------------------------------------------------------------------
 
 
-def _read_csv(raw: bytes, source: str, options: ReadOptions) -> SequenceData:
-    if raw.startswith(_GZIP_MAGIC):
-        raise BadInputError(f"{source}: is gzip-compressed; decompress it first (gunzip)")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise BadInputError(
-            f"{source}: row {line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); "
-            "save the file as UTF-8"
-        ) from None
-    if "\x00" in text:
-        raise BadInputError(f"{source}: contains NUL bytes; is it a binary file?")
-    reader = csv.reader(io.StringIO(text, newline=""))
+def _read_csv(raw: bytes, source: str, options: ReadOptions, delimiter: str = ",") -> SequenceData:
+    text = _decode_text(raw, source)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader, None)
         if header is None or not any(cell.strip() for cell in header):
@@ -168,6 +159,29 @@ def _read_csv(raw: bytes, source: str, options: ReadOptions) -> SequenceData:
     if options.id_col in header:
         return _long_csv(table, options)
     return _wide_csv(table, options)
+
+
+def _decode_text(raw: bytes, source: str) -> str:
+    """UTF-8 (with or without a byte-order mark), or UTF-16 marked by its byte-order mark
+    (what spreadsheets save as "Unicode text"); anything else is refused with its place."""
+    if raw.startswith(_GZIP_MAGIC):
+        raise BadInputError(f"{source}: is gzip-compressed; decompress it first (gunzip)")
+    encoding = "utf-16" if raw.startswith(_UTF16_BOMS) else "utf-8-sig"
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise BadInputError(
+            f"{source}: row {line}: not {'UTF-16' if encoding == 'utf-16' else 'UTF-8'} text (byte "
+            f"0x{raw[err.start]:02x}); save the file as UTF-8"
+        ) from None
+    if "\x00" in text:
+        if raw[1:2] == b"\x00" or raw[0:1] == b"\x00":
+            raise BadInputError(
+                f"{source}: looks like UTF-16 without a byte-order mark; save it as UTF-8"
+            )
+        raise BadInputError(f"{source}: contains NUL bytes; is it a binary file?")
+    return text
 
 
 def _check_header(header: list[str], source: str) -> None:
@@ -352,11 +366,15 @@ def _labels_per_group(
 # --- NumPy ---------------------------------------------------------------------------------
 
 
-_NUMPY_LOAD_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile)
+# np.load on a damaged file raises a zoo of types, tokenize.TokenError and SyntaxError from
+# parsing the header among them (found by fuzzing), so every Exception counts as damage.
+_NUMPY_LOAD_ERRORS = (Exception,)
 
 
 def _numpy_load_error(err: Exception, path: Path, what: str, invalid: str) -> BadInputError:
     """The user-facing error for a failed ``np.load``: pickled objects get their own words."""
+    if isinstance(err, BadInputError):
+        return err
     if isinstance(err, ValueError) and "allow_pickle" in str(err):
         return BadInputError(
             f"{path}: {what} holds Python objects (pickled); save a numeric or string array"
@@ -364,15 +382,49 @@ def _numpy_load_error(err: Exception, path: Path, what: str, invalid: str) -> Ba
     return BadInputError(f"{path}: {invalid} ({err})")
 
 
-def _load_npy(path: Path, what: str) -> np.ndarray:
+def _check_declared_size(handle: BinaryIO, size: int, path: Path, what: str) -> None:
+    """Refuse an array whose header declares more bytes than the file holds (truncated,
+    or a header claiming terabytes) before anything is allocated for it."""
     try:
-        array = np.load(path, allow_pickle=False)
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:
+            return  # other versions: np.load checks them itself
+    except _NUMPY_LOAD_ERRORS as err:
+        raise BadInputError(f"{path}: {what}: not a valid .npy header ({err})") from None
+    if dtype.hasobject:
+        return  # np.load refuses pickled objects with its own message
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    available = size - handle.tell()
+    if declared > available:
+        raise BadInputError(
+            f"{path}: {what}: the header declares shape {shape} of {dtype} "
+            f"({_bytes(declared)}) but only {_bytes(available)} follow; truncated or corrupt"
+        )
+
+
+def _bytes(count: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    """A .npy file, memory-mapped: only the parts used are ever read."""
+    try:
+        with path.open("rb") as handle:
+            if handle.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC:
+                raise BadInputError(f"{path}: is an .npz archive, not a .npy array; name it .npz")
+            handle.seek(0)
+            _check_declared_size(handle, path.stat().st_size, path, what)
+        return np.load(path, mmap_mode="r", allow_pickle=False)
     except _NUMPY_LOAD_ERRORS as err:
         raise _numpy_load_error(err, path, what, "not a valid .npy file") from None
-    if not isinstance(array, np.ndarray):
-        array.close()
-        raise BadInputError(f"{path}: is an .npz archive, not a .npy array; name it .npz")
-    return array
 
 
 def _read_npz(path: Path, options: ReadOptions) -> SequenceData:
@@ -387,11 +439,16 @@ def _read_npz(path: Path, options: ReadOptions) -> SequenceData:
         if "X" not in keys:
             raise BadInputError(f"{path}: no key 'X' (keys: {_preview(sorted(keys))})")
         if options.require_labels and "y" not in keys:
-            raise BadInputError(f"{path}: no key 'y' with the labels (keys: {sorted(keys)})")
+            raise BadInputError(
+                f"{path}: no key 'y' with the labels (keys: {_preview(sorted(keys))})"
+            )
         arrays = {}
         for key in ("X", "y", "lengths"):
             if key in keys and (key != "y" or options.require_labels):
                 try:
+                    member = archive.zip.getinfo(f"{key}.npy")
+                    with archive.zip.open(member) as handle:
+                        _check_declared_size(handle, member.file_size, path, f"key '{key}'")
                     arrays[key] = archive[key]
                 except _NUMPY_LOAD_ERRORS as err:
                     what = f"key '{key}'"

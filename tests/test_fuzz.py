@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import tempfile
 from pathlib import Path
 
@@ -20,7 +21,12 @@ CELL = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.text(max_size=4),
 )
-_FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# A bounded run here; RNNFC_FUZZ_EXAMPLES=20000 runs the long one the README reports.
+_FUZZ = settings(
+    max_examples=int(os.environ.get("RNNFC_FUZZ_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def _read(raw: bytes, suffix: str, require_labels: bool = True):
@@ -85,3 +91,30 @@ def test_wide_csv_and_npz_round_trip(sequences, labels):
         assert data.labels.tolist() == labels
         for i, seq in enumerate(sequences):
             np.testing.assert_array_equal(data.inputs[i, : len(seq), 0], seq)
+
+
+def _valid_numpy_file(suffix: str, rng: np.random.Generator) -> bytes:
+    x = rng.normal(size=(3, 4, 2)).astype(rng.choice(["<f4", "<f8", ">f4"]))
+    buffer = io.BytesIO()
+    if suffix == ".npy":
+        np.save(buffer, x)
+    else:
+        np.savez(buffer, X=x, y=np.array(["a", "b", "a"]), lengths=np.array([4, 2, 1]))
+    return buffer.getvalue()
+
+
+@_FUZZ
+@given(
+    suffix=st.sampled_from([".npy", ".npz"]),
+    seed=st.integers(0, 2**16),
+    edits=st.lists(st.tuples(st.integers(0, 10**4), st.integers(0, 255)), max_size=6),
+    cut=st.one_of(st.none(), st.integers(0, 10**4)),
+)
+def test_mutated_numpy_files_give_data_or_a_clean_error(suffix, seed, edits, cut):
+    """Valid files with bytes overwritten (headers included) or cut short."""
+    raw = bytearray(_valid_numpy_file(suffix, np.random.default_rng(seed)))
+    for position, value in edits:
+        raw[position % len(raw)] = value
+    if cut is not None:
+        raw = raw[: cut % (len(raw) + 1)]
+    _read(bytes(raw), suffix, require_labels=suffix == ".npz")
