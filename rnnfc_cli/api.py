@@ -152,7 +152,7 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
     ) as writer:
         writer.write_settings(model_config, request.train, prep)
         for name, content in request.extra_files.items():
-            checkpoint.write_bytes_atomic(writer.staging / name, content)
+            writer.write_file(name, content)
         recorder = _Recorder(writer, callbacks or train.SilentCallbacks())
         result = train.fit(
             model,
@@ -190,6 +190,11 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
             "versions": _versions(),
             "trained_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
+        classes = [prep.output_label(label) for label in prep.labels]
+        validation = classification_report(val_arrays.labels, result.val_proba)
+        writer.write_file(
+            checkpoint.VALIDATION_FILE, json.dumps(validation.to_dict(classes), indent=2).encode()
+        )
         writer.commit(summary, result.params, result.best_epoch)
     return summary
 
@@ -301,17 +306,43 @@ def predict(
     )
 
 
-def evaluate(
-    model_dir: Path, path: str, read: data.ReadOptions = data.ReadOptions()
-) -> tuple[Report, list[Any]]:
-    """Metrics of the model on labelled data; returns the report and the class labels."""
+@dataclasses.dataclass(frozen=True)
+class Scored:
+    """A model's scores on labelled data, with what they were computed from.
+
+    Attributes:
+      report: the metrics.
+      classes: the class labels, as the user wrote them, in class-index order.
+      sequences: the data as read (raw values, before scaling).
+      true: int[n], the true class indices.
+      proba: float[n, classes], the model's probabilities.
+    """
+
+    report: Report
+    classes: list[Any]
+    sequences: data.SequenceData
+    true: np.ndarray
+    proba: np.ndarray
+
+
+def score(model_dir: Path, path: str, read: data.ReadOptions = data.ReadOptions()) -> Scored:
+    """Score the model on labelled data (``rnnfc eval``; ``rnnfc report --data``)."""
     files = checkpoint.read_model_files(model_dir)
     sequences = data.read_sequences(path, dataclasses.replace(read, require_labels=True))
     prep = files.preprocessing
     inputs = preprocessing.transform_inputs(prep, sequences)
     true = preprocessing.encode_labels(prep, sequences)
     proba = _proba(files, inputs, sequences.lengths, 256)
-    return classification_report(true, proba), [prep.output_label(x) for x in prep.labels]
+    classes = [prep.output_label(x) for x in prep.labels]
+    return Scored(classification_report(true, proba), classes, sequences, true, proba)
+
+
+def evaluate(
+    model_dir: Path, path: str, read: data.ReadOptions = data.ReadOptions()
+) -> tuple[Report, list[Any]]:
+    """Metrics of the model on labelled data; returns the report and the class labels."""
+    scored = score(model_dir, path, read)
+    return scored.report, scored.classes
 
 
 def describe(model_dir: Path) -> dict[str, Any]:
@@ -326,6 +357,7 @@ def describe(model_dir: Path) -> dict[str, Any]:
         "features": prep.num_features,
         "feature_names": None if prep.feature_names is None else list(prep.feature_names),
         "input_format": prep.source_format,
+        "normalize": prep.normalize,
         "summary": files.summary,
         "rnnfc_version": files.rnnfc_version,
     }

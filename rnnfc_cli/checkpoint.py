@@ -17,6 +17,7 @@ Layout::
                           (one checkpoint, numbered by the best epoch)
       params.msgpack      the same best parameters, for fast loading by predict and eval
       metrics.jsonl       one JSON object per finished epoch
+      validation.json     the best model's scores on the validation set (as rnnfc eval)
       summary.json        the training summary; written last
 
 Orbax is the checkpoint format; ``params.msgpack`` is a lightweight inference copy so that
@@ -44,6 +45,7 @@ CONFIG_FILE = "config.json"
 PREPROCESSING_FILE = "preprocessing.json"
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
+VALIDATION_FILE = "validation.json"
 CHECKPOINT_DIR = "checkpoints"
 INFERENCE_PARAMS_FILE = "params.msgpack"
 TRAIN_STATE_DIR = "train_state"
@@ -174,6 +176,13 @@ class ModelDirWriter:
             },
         )
         write_json_atomic(self.staging / PREPROCESSING_FILE, preprocessing.to_dict())
+
+    def write_file(self, name: str, content: bytes) -> None:
+        """Write one more file into the model directory (atomically)."""
+        try:
+            write_bytes_atomic(self.staging / name, content)
+        except OSError as err:
+            raise _save_error(self.staging, err) from None
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         try:

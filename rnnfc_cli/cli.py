@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -112,6 +113,11 @@ TimeCol = Annotated[
     ),
 ]
 ModelDirArg = Annotated[Path, typer.Argument(help="A model directory written by rnnfc train.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stderr but errors.")]
+Verbose = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="Say more on stderr (train: a line per epoch, too)."),
+]
 LabelsFile = Annotated[
     str | None,
     typer.Option(
@@ -161,6 +167,11 @@ def _command(name: str | None = None) -> Callable[[Callable[..., None]], Callabl
         return app.command(label)(wrapper)
 
     return register
+
+
+def _note(command: str, message: str) -> None:
+    """One informational line on stderr."""
+    print(f"rnnfc {command}: {message}", file=sys.stderr)
 
 
 def _print_json(data: Any) -> None:
@@ -213,6 +224,8 @@ _NOT_SETTINGS = {
     "force",
     "json_output",
     "quiet",
+    "verbose",
+    "tensorboard",
     "config",
     "resume",
     "checkpoint_every",
@@ -416,7 +429,16 @@ def train(
     json_output: Annotated[
         bool, _opt("--json", help="Print the training summary as one JSON object on stdout.")
     ] = False,
-    quiet: Annotated[bool, _opt("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+    tensorboard: Annotated[
+        Path | None,
+        _opt(
+            "--tensorboard",
+            help="Also write each epoch's metrics as TensorBoard scalars into this directory "
+            "(pip install 'rnnfc[tensorboard]').",
+        ),
+    ] = None,
     label_col: LabelCol = "label",
     id_col: IdCol = "id",
     time_col: TimeCol = "time",
@@ -440,17 +462,18 @@ def train(
     if resume:
         settings = _resume_settings(ctx, model_dir, settings)
     request = _train_request(settings, data, model_dir, force, resume, checkpoint_every)
-    try:
-        with display.TrainingDisplay(quiet=quiet) as progress, _stop_on_signals() as stop:
-            summary = api.train_model(dataclasses.replace(request, stop=stop), progress)
-    except TrainingInterruptedError as err:
-        how = (
-            f"; continue it with: rnnfc train {data} --model-dir {model_dir} --resume"
-            if err.saved
-            else "; nothing was saved"
-        )
-        print(f"rnnfc train: {err}{how}", file=sys.stderr)
-        raise typer.Exit(err.exit_code) from None
+    with contextlib.ExitStack() as stack:
+        progress = stack.enter_context(display.TrainingDisplay(quiet=quiet, verbose=verbose))
+        callbacks = progress
+        if tensorboard is not None:
+            from rnnfc_cli.tensorboard import TensorBoardLogger
+            from rnnfc_cli.train import FanOut
+
+            logger = TensorBoardLogger(tensorboard)
+            stack.callback(logger.close)
+            callbacks = FanOut(progress, logger)
+        stop = stack.enter_context(_stop_on_signals())
+        summary = _train_or_explain(api, dataclasses.replace(request, stop=stop), callbacks)
     if not quiet:
         display.render_train_summary(summary)
     if json_output:
@@ -462,6 +485,21 @@ def train(
             f"{where['step']}; training stopped and {summary['model_dir']} holds the best "
             f"epoch before it ({summary['best_epoch']}); lower --lr to go further"
         )
+
+
+def _train_or_explain(api, request, callbacks) -> dict[str, Any]:
+    """Train; an interruption says how to resume and exits 130."""
+    try:
+        return api.train_model(request, callbacks)
+    except TrainingInterruptedError as err:
+        how = (
+            f"; continue it with: rnnfc train {request.data} --model-dir {request.model_dir} "
+            "--resume"
+            if err.saved
+            else "; nothing was saved"
+        )
+        print(f"rnnfc train: {err}{how}", file=sys.stderr)
+        raise typer.Exit(err.exit_code) from None
 
 
 def _train_request(
@@ -618,7 +656,8 @@ def evaluate(
             help="Exit with code 1 when accuracy is below this (a CI gate).",
         ),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No tables on stderr.")] = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
     label_col: LabelCol = "label",
     id_col: IdCol = "id",
     time_col: TimeCol = "time",
@@ -627,6 +666,7 @@ def evaluate(
     """Score the model on labelled DATA: accuracy, macro-F1, log loss, per class, confusion."""
     from rnnfc_cli import api, display
 
+    started = time.perf_counter()
     report, classes = api.evaluate(
         model_dir, data, _read_options(label_col, id_col, time_col, labels)
     )
@@ -635,6 +675,8 @@ def evaluate(
         _print_json(result)
     elif not quiet:
         display.render_eval(result)
+    if verbose and not quiet:
+        _note("eval", f"scored {report.n} sequences in {time.perf_counter() - started:.2f}s")
     if min_accuracy is not None and report.accuracy < min_accuracy:
         raise GateFailedError(
             f"accuracy {report.accuracy:.4f} is below --min-accuracy {min_accuracy:.4f}"
@@ -662,6 +704,8 @@ def predict(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, max=65536, help="Sequences per compiled call.")
     ] = 256,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
     label_col: LabelCol = "label",
     id_col: IdCol = "id",
     time_col: TimeCol = "time",
@@ -670,6 +714,7 @@ def predict(
     from rnnfc_cli import api
 
     _check_choice("--format", output_format, ("csv", "jsonl"))
+    started = time.perf_counter()
     result = api.predict(
         model_dir, data, _read_options(label_col, id_col, time_col, None), batch_size
     )
@@ -679,6 +724,9 @@ def predict(
         sys.stdout.flush()
     else:
         _write_atomic(output, text)
+    if verbose and not quiet:
+        elapsed = time.perf_counter() - started
+        _note("predict", f"labelled {len(result.ids)} sequences in {elapsed:.2f}s")
 
 
 def _format_predictions(result, output_format: str, proba: bool) -> str:
@@ -721,6 +769,10 @@ def info(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print everything as one JSON object on stdout.")
     ] = False,
+    quiet: Quiet = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Add the training settings to the card.")
+    ] = False,
 ) -> None:
     """Describe a model: architecture, parameters, labels, features, data, scores, versions."""
     from rnnfc_cli import api, display
@@ -728,8 +780,48 @@ def info(
     description = api.describe(model_dir)
     if json_output:
         _print_json(description)
-    else:
-        display.render_info(description)
+    elif not quiet:
+        display.render_info(description, verbose=verbose)
+
+
+@_command()
+def report(
+    model_dir: ModelDirArg,
+    test_data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="Labelled test data: adds test scores and the most confidently wrong sequences.",
+        ),
+    ] = None,
+    output: Annotated[
+        str,
+        typer.Option("--output", "-o", help="Where to write the HTML page ('-' for stdout)."),
+    ] = "report.html",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+    label_col: LabelCol = "label",
+    id_col: IdCol = "id",
+    time_col: TimeCol = "time",
+    labels: LabelsFile = None,
+) -> None:
+    """Write one self-contained HTML page: learning curves, confusion matrices, per-class
+    scores, the model card and, with --data, test scores and the surest mistakes."""
+    from rnnfc_cli import api
+    from rnnfc_cli import report as report_page
+
+    started = time.perf_counter()
+    read = _read_options(label_col, id_col, time_col, labels)
+    scored = None if test_data is None else api.score(model_dir, test_data, read)
+    page = report_page.build(model_dir, scored)
+    if output == "-":
+        sys.stdout.write(page)
+        sys.stdout.flush()
+        return
+    _write_atomic(Path(output), page)
+    if not quiet:
+        took = f" in {time.perf_counter() - started:.2f}s" if verbose else ""
+        _note("report", f"wrote {output}{took}")
 
 
 # --- entry point ---------------------------------------------------------------------------

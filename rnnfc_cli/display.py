@@ -10,7 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rich.console import Console
+import numpy as np
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -21,43 +23,98 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}"
 
 
+_SPARK = "▁▂▃▄▅▆▇█"
+RECENT_EPOCHS = 6
+
+
+def sparkline(values: list[float], width: int = 48) -> str:
+    """Unicode blocks for ``values`` (the last ``width``), scaled from their min to max."""
+    shown = np.asarray(values[-width:], dtype=float)
+    shown = shown[np.isfinite(shown)]
+    if shown.size == 0:
+        return ""
+    low, high = shown.min(), shown.max()
+    scaled = (shown - low) / (high - low) if high > low else np.full(shown.shape, 0.5)
+    return "".join(_SPARK[i] for i in np.rint(scaled * (len(_SPARK) - 1)).astype(int))
+
+
+def epochs_table(records: list[Any], best_epoch: int | None, title: str | None = None) -> Table:
+    """The given epochs' metrics; the best epoch's row in bold green."""
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+    table.add_column("epoch", justify="right")
+    for name in ("loss", "acc", "val_loss", "val_acc", "time"):
+        table.add_column(name, justify="right")
+    for record in records:
+        style = "bold green" if record.epoch == best_epoch else None
+        table.add_row(
+            f"{record.epoch}{' *' if record.improved else '  '}",
+            _fmt(record.train_loss),
+            _fmt(record.train_accuracy),
+            _fmt(record.val_loss),
+            _fmt(record.val_accuracy),
+            f"{record.seconds:.2f}s",
+            style=style,
+        )
+    return table
+
+
 class TrainingDisplay:
-    """Progress of ``fit``: a redrawn bar on a terminal, one line per epoch elsewhere.
+    """Progress of ``fit``. On a terminal: a progress bar over a live table of the last
+    epochs and a sparkline of validation accuracy, ending with the epochs table and the
+    best epoch highlighted. Elsewhere (CI logs): one plain line per epoch.
 
     Implements ``train.FitCallbacks``; use as a context manager around training.
+    ``verbose`` also prints a line per epoch on a terminal, kept above the live display.
     """
 
-    def __init__(self, quiet: bool = False):
+    def __init__(self, quiet: bool = False, verbose: bool = False):
         self.quiet = quiet
-        self.live = console.is_terminal and not quiet
+        self.verbose = verbose and not quiet
+        self.live_display = console.is_terminal and not quiet
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
             TextColumn("[dim]{task.fields[left]}"),
             console=console,
-            transient=True,
         )
+        self.live = Live(self, console=console, transient=True, refresh_per_second=8)
         self.task = None
         self.epochs = 0
         self.started = 0.0
+        self.records: list[Any] = []
+        self.best_epoch: int | None = None
 
     def __enter__(self) -> TrainingDisplay:
-        if self.live:
-            self.progress.start()
+        if self.live_display:
+            self.live.start()
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self.live:
-            self.progress.stop()
+        if self.live_display:
+            self.live.stop()
+            if self.records:
+                shown = self.records[-RECENT_EPOCHS * 2 :]
+                best = [r for r in self.records if r.epoch == self.best_epoch]
+                if best and best[0] not in shown:
+                    shown = [best[0], *shown]
+                console.print(epochs_table(shown, self.best_epoch, "Epochs (best in green)"))
+
+    def __rich__(self):
+        parts = [self.progress.get_renderable()]
+        if self.records:
+            recent = self.records[-RECENT_EPOCHS:]
+            parts.append(epochs_table(recent, self.best_epoch))
+            curve = sparkline([r.val_accuracy for r in self.records])
+            parts.append(f"[dim]val_acc[/] {curve}  [dim]best epoch {self.best_epoch}[/]")
+        return Group(*parts)
 
     def on_start(self, epochs: int, steps_per_epoch: int) -> None:
         self.epochs = epochs
         self.started = time.perf_counter()
-        if self.live:
+        if self.live_display:
             self.task = self.progress.add_task(
-                "train", total=steps_per_epoch, epoch=f"1/{epochs}", stats="", left=""
+                "train", total=steps_per_epoch, epoch=f"1/{epochs}", left=""
             )
 
     def on_step(self, epoch: int, step_in_epoch: int) -> None:
@@ -66,19 +123,21 @@ class TrainingDisplay:
 
     def on_epoch(self, record: Any, params: Any) -> None:
         del params
+        self.records.append(record)
+        if record.improved:  # the newest improvement is the best epoch (``FitResult``)
+            self.best_epoch = record.epoch
+        elapsed = time.perf_counter() - self.started
+        left = elapsed / len(self.records) * (self.epochs - record.epoch)
+        if self.task is not None:
+            self.progress.update(self.task, left=f"≤{_duration(left)} left")
+        if self.quiet or (self.live_display and not self.verbose):
+            return
         stats = (
             f"loss {_fmt(record.train_loss)}  acc {_fmt(record.train_accuracy)}  "
             f"val_loss {_fmt(record.val_loss)}  val_acc {_fmt(record.val_accuracy)}"
         )
-        elapsed = time.perf_counter() - self.started
-        left = elapsed / record.epoch * (self.epochs - record.epoch)
-        if self.task is not None:
-            self.progress.update(self.task, stats=stats, left=f"≤{_duration(left)} left")
-        elif not self.quiet:
-            mark = " *" if record.improved else ""
-            console.print(
-                f"epoch {record.epoch}/{self.epochs}  {stats}  {record.seconds:.2f}s{mark}"
-            )
+        mark = " *" if record.improved else ""
+        console.print(f"epoch {record.epoch}/{self.epochs}  {stats}  {record.seconds:.2f}s{mark}")
 
     def on_snapshot(self, snapshot: Any) -> None:
         del snapshot
@@ -145,8 +204,8 @@ def render_eval(report: dict[str, Any]) -> None:
     console.print(confusion)
 
 
-def render_info(info: dict[str, Any]) -> None:
-    """The model card of ``rnnfc info``."""
+def render_info(info: dict[str, Any], verbose: bool = False) -> None:
+    """The model card of ``rnnfc info``; ``verbose`` adds the training settings."""
     model, summary = info["model"], info["summary"]
     data = summary.get("train_data", {})
     table = Table(show_header=False, title=f"Model {info['model_dir']}", title_justify="left")
@@ -173,6 +232,8 @@ def render_info(info: dict[str, Any]) -> None:
         ("trained", f"{summary.get('trained_at', '?')} in {summary['train_seconds']:.1f}s"),
         ("versions", ", ".join(f"{k} {v}" for k, v in summary.get("versions", {}).items())),
     ]
+    if verbose:
+        rows += [(f"train: {name}", str(value)) for name, value in info["train"].items()]
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)

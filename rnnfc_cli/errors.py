@@ -34,6 +34,12 @@ class SaveFailedError(RnnfcError):
     exit_code = EXIT_FAILED
 
 
+class MissingExtraError(RnnfcError):
+    """An optional dependency a command needs is not installed; the message says how."""
+
+    exit_code = EXIT_FAILED
+
+
 class TrainingDivergedError(RnnfcError):
     """The training loss became NaN or infinite."""
 

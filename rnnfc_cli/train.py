@@ -201,6 +201,7 @@ class FitResult:
         when that stopped training; the weights are then the best ones before it.
       resumed_from_epoch: the last epoch finished before this run continued from a
         snapshot (0 when the first epoch was in progress), None for a fresh run.
+      val_proba: the ensemble's class probabilities on the validation set.
     """
 
     params: Any
@@ -215,6 +216,7 @@ class FitResult:
     diverged_at: tuple[int, int] | None = None
     devices: int = 1
     resumed_from_epoch: int | None = None
+    val_proba: np.ndarray | None = None
 
     @property
     def best_epoch(self) -> int:
@@ -247,6 +249,29 @@ class SilentCallbacks:
 
     def on_snapshot(self, snapshot: TrainSnapshot) -> None:
         del snapshot
+
+
+class FanOut:
+    """``FitCallbacks`` that pass every call on to several others, in order."""
+
+    def __init__(self, *callbacks: FitCallbacks):
+        self.callbacks = callbacks
+
+    def on_start(self, epochs: int, steps_per_epoch: int) -> None:
+        for callback in self.callbacks:
+            callback.on_start(epochs, steps_per_epoch)
+
+    def on_step(self, epoch: int, step_in_epoch: int) -> None:
+        for callback in self.callbacks:
+            callback.on_step(epoch, step_in_epoch)
+
+    def on_epoch(self, record: EpochRecord, params: Any) -> None:
+        for callback in self.callbacks:
+            callback.on_epoch(record, params)
+
+    def on_snapshot(self, snapshot: TrainSnapshot) -> None:
+        for callback in self.callbacks:
+            callback.on_snapshot(snapshot)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -648,10 +673,8 @@ def fit(
             take_snapshot(epoch + 1, shuffle.bit_generator.state, 0, None, None)
     if best_params is None:
         raise AssertionError("an epoch finished without choosing weights")
-    ensemble_loss, ensemble_accuracy = log_loss_and_accuracy(
-        predict_proba(proba_fn, best_params, val.inputs, val.lengths, devices=devices),
-        val.labels,
-    )
+    val_proba = predict_proba(proba_fn, best_params, val.inputs, val.lengths, devices=devices)
+    ensemble_loss, ensemble_accuracy = log_loss_and_accuracy(val_proba, val.labels)
     return FitResult(
         params=best_params,
         best_epochs=tuple(int(e) for e in monitor.best_epoch),
@@ -665,6 +688,7 @@ def fit(
         diverged_at=diverged_at,
         devices=len(devices),
         resumed_from_epoch=None if snapshot is None else snapshot.epoch - 1,
+        val_proba=val_proba,
     )
 
 
