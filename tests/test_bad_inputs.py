@@ -266,6 +266,7 @@ DATA_CASES: list[Case] = [
         "8 sequences but",
     ),
     ("unknown-format", ["train", "{file}"], {"a.parquet": b"PAR1"}, "unknown format '.parquet'"),
+    ("missing-file", ["train", "{file}x"], {"a.csv": b""}, "a.csvx: no such file"),
     # --- eval and predict against the trained model (2 features, labels up/down)
     (
         "eval-unseen-labels",
@@ -318,6 +319,12 @@ OPTION_CASES: list[tuple[list[str], str]] = [
     (["--devices", "-1"], "--devices"),
     (["--checkpoint-every", "-1"], "--checkpoint-every"),
     (["--weight-decay", "nan"], "--weight-decay"),
+    (["--label-smoothing", "1"], "--label-smoothing 1.0"),
+    (["--monitor", "f1"], "--monitor 'f1'"),
+    (["--pool", "mean,mean"], "each method at most once"),
+    (["--normalize", "minmax"], "--normalize 'minmax'"),
+    (["--class-weight", "auto"], "--class-weight 'auto'"),
+    (["--config", "/nonexistent/train.toml"], "--config /nonexistent/train.toml: cannot read"),
 ]
 
 
