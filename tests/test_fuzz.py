@@ -66,31 +66,57 @@ def test_any_csv_table_gives_data_or_a_clean_error(header, rows, require_labels)
 @_FUZZ
 @given(
     sequences=st.lists(
-        st.lists(st.floats(-1e6, 1e6, allow_nan=False, width=32), min_size=1, max_size=7),
+        st.lists(
+            st.lists(st.floats(-1e6, 1e6, allow_nan=False, width=32), min_size=2, max_size=2),
+            min_size=1,
+            max_size=7,
+        ),
         min_size=1,
         max_size=8,
     ),
     labels=st.lists(st.sampled_from(["a", "b", "7", "-3"]), min_size=8, max_size=8),
 )
-def test_wide_csv_and_npz_round_trip(sequences, labels):
+def test_every_format_round_trips(sequences, labels):
+    """The same sequences (two features per step) written as long CSV, NPZ and NPY with a
+    labels file read back as the same values, lengths and labels. Wide CSV holds one
+    feature, so it round-trips the first."""
     labels = labels[: len(sequences)]
-    width = max(len(s) for s in sequences)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    arrays = [np.array(seq, dtype=np.float32).astype(np.float64) for seq in sequences]
+    width = max(len(a) for a in arrays)
+    padded = np.full((len(arrays), width, 2), np.nan)
+    for i, a in enumerate(arrays):
+        padded[i, : len(a)] = a
+    long_csv, wide_csv = io.StringIO(), io.StringIO()
+    writer = csv.writer(long_csv)
+    writer.writerow(["id", "time", "f0", "f1", "label"])
+    for i, (a, label) in enumerate(zip(arrays, labels, strict=True)):
+        rows = a.tolist()  # Python floats: repr writes them exactly
+        writer.writerows([f"s{i}", t, repr(x), repr(y), label] for t, (x, y) in enumerate(rows))
+    writer = csv.writer(wide_csv)
     writer.writerow(["label", *(f"t{i}" for i in range(width))])
-    for seq, label in zip(sequences, labels, strict=True):
-        writer.writerow([label, *map(repr, seq), *[""] * (width - len(seq))])
-    padded = np.full((len(sequences), width), np.nan)
-    for i, seq in enumerate(sequences):
-        padded[i, : len(seq)] = seq
+    for a, label in zip(arrays, labels, strict=True):
+        writer.writerow([label, *map(repr, a[:, 0].tolist()), *[""] * (width - len(a))])
     npz = io.BytesIO()
     np.savez(npz, X=padded, y=np.array(labels))
-    for data in (_read(buffer.getvalue().encode(), ".csv"), _read(npz.getvalue(), ".npz")):
+    npy = io.BytesIO()
+    np.save(npy, padded)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "y.txt").write_text("\n".join(labels) + "\n")
+        npy_options = ReadOptions(labels_file=str(Path(tmp) / "y.txt"))
+        (Path(tmp) / "x.npy").write_bytes(npy.getvalue())
+        from_npy = read_sequences(str(Path(tmp) / "x.npy"), npy_options)
+        read = [
+            (_read(long_csv.getvalue().encode(), ".csv"), 2),
+            (_read(npz.getvalue(), ".npz"), 2),
+            (from_npy, 2),
+            (_read(wide_csv.getvalue().encode(), ".csv"), 1),
+        ]
+    for data, features in read:
         assert data is not None
-        assert data.lengths.tolist() == [len(s) for s in sequences]
+        assert data.lengths.tolist() == [len(a) for a in arrays]
         assert data.labels.tolist() == labels
-        for i, seq in enumerate(sequences):
-            np.testing.assert_array_equal(data.inputs[i, : len(seq), 0], seq)
+        for i, a in enumerate(arrays):
+            np.testing.assert_array_equal(data.inputs[i, : len(a)], a[:, :features])
 
 
 def _valid_numpy_file(suffix: str, rng: np.random.Generator) -> bytes:
