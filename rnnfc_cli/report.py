@@ -30,7 +30,8 @@ td, th { padding: .25rem .7rem; border-bottom: 1px solid #eaeef2; text-align: le
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .cards { display: flex; gap: 1rem; flex-wrap: wrap; }
 .card { border: 1px solid #d0d7de; border-radius: 8px; padding: .6rem 1rem; min-width: 9rem; }
-.card b { display: block; font-size: 1.4rem; } figure { margin: .5rem 0; }
+.card b { display: block; font-size: 1.4rem; } figure { margin: .5rem 0; min-width: 0; }
+figure svg { max-width: 100%; height: auto; }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(480px, 1fr)); gap: 1rem; }
 """
 
