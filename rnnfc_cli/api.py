@@ -21,6 +21,7 @@ import numpy as np
 from rnnfc_cli import __version__, checkpoint, data, preprocessing
 from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.errors import BadInputError
+from rnnfc_cli.lazy import blocks
 from rnnfc_cli.metrics import Report, classification_report
 
 if TYPE_CHECKING:
@@ -205,7 +206,9 @@ def _run_key(model: ModelConfig, config: TrainConfig, *arrays: Any) -> str:
     settings = {"model": model.to_dict(), "train": {**config.to_dict(), "devices": None}}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for array_set in arrays:
-        for array in (array_set.inputs, array_set.lengths, array_set.labels):
+        for block, _ in blocks(array_set.inputs, array_set.lengths):
+            digest.update(np.ascontiguousarray(block).data)
+        for array in (array_set.lengths, array_set.labels):
             digest.update(np.ascontiguousarray(array).data)
     return digest.hexdigest()
 

@@ -18,6 +18,7 @@ from typing import BinaryIO
 import numpy as np
 
 from rnnfc_cli.errors import BadInputError
+from rnnfc_cli.lazy import CHUNK_ROWS, LazyInputs
 
 STDIN = "-"
 _INT_LABEL = re.compile(r"[+-]?\d+")
@@ -52,6 +53,7 @@ class SequenceData:
 
     Attributes:
       inputs: float64[n, time, features]; steps at or past a sequence's length are 0.
+        A large ``.npy`` input stays on disk instead, as ``LazyInputs`` over its memory map.
       lengths: int64[n], each in [1, time].
       labels: canonical label strings [n] (integers written without a decimal point),
         or None when the input has no labels.
@@ -61,7 +63,7 @@ class SequenceData:
       source: the file name used in messages.
     """
 
-    inputs: np.ndarray
+    inputs: np.ndarray | LazyInputs
     lengths: np.ndarray
     labels: np.ndarray | None
     ids: list[str] | list[int]
@@ -80,9 +82,14 @@ class SequenceData:
         """The sequences at ``index``, trimmed to their own longest length."""
         lengths = self.lengths[index]
         max_len = int(lengths.max()) if len(lengths) else 1
+        inputs = (
+            self.inputs.subset(index)
+            if isinstance(self.inputs, LazyInputs)
+            else self.inputs[index, :max_len]
+        )
         return dataclasses.replace(
             self,
-            inputs=self.inputs[index, :max_len],
+            inputs=inputs,
             lengths=lengths,
             labels=None if self.labels is None else self.labels[index],
             ids=[self.ids[i] for i in index],
@@ -458,18 +465,24 @@ def _read_npz(path: Path, options: ReadOptions) -> SequenceData:
     )
 
 
+# A .npy file at least this large stays on disk (memory-mapped, read per batch); smaller
+# ones are read into memory, which is faster per epoch.
+LAZY_MIN_BYTES = 256 * 2**20
+
+
 def _read_npy(path: Path, options: ReadOptions) -> SequenceData:
     inputs = _load_npy(path, "X")
-    labels = None
+    labels, labels_name = None, ""
     if options.require_labels:
         if options.labels_file is None:
             raise BadInputError(
                 f"{path}: a .npy file holds no labels; give them with --labels FILE "
                 "(or use .npz with keys X and y)"
             )
-        labels = read_label_file(options.labels_file)
-        return _from_arrays(inputs, labels, None, str(path), "npy", options.labels_file)
-    return _from_arrays(inputs, None, None, str(path), "npy", "")
+        labels, labels_name = read_label_file(options.labels_file), options.labels_file
+    if inputs.nbytes >= LAZY_MIN_BYTES:
+        return _lazy_from_array(inputs, labels, str(path), labels_name)
+    return _from_arrays(inputs, labels, None, str(path), "npy", labels_name)
 
 
 def read_label_file(path: str) -> np.ndarray:
@@ -497,41 +510,20 @@ def _from_arrays(
     source_format: str,
     labels_name: str,
 ) -> SequenceData:
-    if inputs.dtype.kind not in "fiub":
-        raise BadInputError(f"{source}: X has dtype {inputs.dtype}; expected numbers")
+    _check_array(inputs, source)
     if inputs.ndim == 2:
         inputs = inputs[:, :, None]
-    if inputs.ndim != 3:
-        raise BadInputError(f"{source}: X has shape {inputs.shape}; expected (N, T) or (N, T, F)")
-    if 0 in inputs.shape:
-        raise BadInputError(f"{source}: X has shape {inputs.shape}; it holds no values")
     inputs = inputs.astype(np.float64)
     n, steps = inputs.shape[:2]
     if lengths is None:
-        present = ~np.isnan(inputs).all(axis=2)
-        lengths = np.where(present.any(axis=1), steps - np.argmax(present[:, ::-1], 1), 0)
-        if (lengths == 0).any():
-            raise BadInputError(
-                f"{source}: X[{int(np.flatnonzero(lengths == 0)[0])}] is all NaN "
-                "(an empty sequence)"
-            )
+        lengths = _padded_lengths(inputs, 0, source)
     else:
         lengths = _check_lengths(lengths, n, steps, source)
+    _check_finite(inputs, lengths, 0, source)
     valid = np.arange(steps)[None, :] < lengths[:, None]
-    bad = ~np.isfinite(inputs) & valid[:, :, None]
-    if bad.any():
-        i, t, f = np.argwhere(bad)[0]
-        raise BadInputError(
-            f"{source}: X[{i}, {t}, {f}] is {inputs[i, t, f]} inside the sequence "
-            f"(length {lengths[i]}); only trailing all-NaN steps may pad"
-        )
     inputs = np.where(valid[:, :, None], inputs, 0.0)
     if labels is not None:
-        if labels.ndim != 1 or len(labels) != n:
-            raise BadInputError(
-                f"{source}: X holds {n} sequences but {labels_name} has shape {labels.shape}"
-            )
-        labels = canonical_labels(labels, f"{source}: {labels_name}")
+        labels = _checked_labels(labels, n, source, labels_name)
     return SequenceData(
         inputs=inputs,
         lengths=lengths.astype(np.int64),
@@ -541,6 +533,70 @@ def _from_arrays(
         source_format=source_format,
         source=source,
     )
+
+
+def _check_array(inputs: np.ndarray, source: str) -> None:
+    if inputs.dtype.kind not in "fiub":
+        raise BadInputError(f"{source}: X has dtype {inputs.dtype}; expected numbers")
+    if inputs.ndim not in (2, 3):
+        raise BadInputError(f"{source}: X has shape {inputs.shape}; expected (N, T) or (N, T, F)")
+    if 0 in inputs.shape:
+        raise BadInputError(f"{source}: X has shape {inputs.shape}; it holds no values")
+
+
+def _padded_lengths(block: np.ndarray, first_row: int, source: str) -> np.ndarray:
+    """Lengths of float64[b, T, F] sequences whose padding is trailing all-NaN steps."""
+    steps = block.shape[1]
+    present = ~np.isnan(block).all(axis=2)
+    lengths = np.where(present.any(axis=1), steps - np.argmax(present[:, ::-1], 1), 0)
+    if (lengths == 0).any():
+        row = first_row + int(np.flatnonzero(lengths == 0)[0])
+        raise BadInputError(f"{source}: X[{row}] is all NaN (an empty sequence)")
+    return lengths
+
+
+def _check_finite(block: np.ndarray, lengths: np.ndarray, first_row: int, source: str) -> None:
+    valid = np.arange(block.shape[1])[None, :] < lengths[:, None]
+    bad = ~np.isfinite(block) & valid[:, :, None]
+    if bad.any():
+        i, t, f = np.argwhere(bad)[0]
+        raise BadInputError(
+            f"{source}: X[{first_row + i}, {t}, {f}] is {block[i, t, f]} inside the sequence "
+            f"(length {lengths[i]}); only trailing all-NaN steps may pad"
+        )
+
+
+def _lazy_from_array(
+    inputs: np.ndarray, labels: np.ndarray | None, source: str, labels_name: str
+) -> SequenceData:
+    """Like ``_from_arrays`` for a memory-mapped ``X``: checked block by block, kept on disk."""
+    _check_array(inputs, source)
+    n = inputs.shape[0]
+    lengths = np.empty(n, np.int64)
+    for start in range(0, n, CHUNK_ROWS):
+        block = np.asarray(inputs[start : start + CHUNK_ROWS], dtype=np.float64)
+        block = block.reshape(block.shape[0], block.shape[1], -1)
+        lengths[start : start + len(block)] = _padded_lengths(block, start, source)
+        _check_finite(block, lengths[start : start + len(block)], start, source)
+    if labels is not None:
+        labels = _checked_labels(labels, n, source, labels_name)
+    return SequenceData(
+        inputs=LazyInputs.of(inputs, lengths),
+        lengths=lengths,
+        labels=labels,
+        ids=list(range(n)),
+        feature_names=None,
+        source_format="npy",
+        source=source,
+    )
+
+
+def _checked_labels(labels: np.ndarray, n: int, source: str, labels_name: str) -> np.ndarray:
+    if labels.ndim != 1 or len(labels) != n:
+        raise BadInputError(
+            f"{source}: X holds {n} sequences but {labels_name} has shape {labels.shape}"
+        )
+    return canonical_labels(np.asarray(labels), f"{source}: {labels_name}")
 
 
 def _check_lengths(lengths: np.ndarray, n: int, steps: int, source: str) -> np.ndarray:

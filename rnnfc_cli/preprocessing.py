@@ -8,12 +8,14 @@ NumPy only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import numpy as np
 
 from rnnfc_cli.data import SequenceData, label_kind, sorted_vocabulary
 from rnnfc_cli.errors import BadInputError
+from rnnfc_cli.lazy import CHUNK_ROWS, LazyInputs, blocks
 
 _MIN_STD = 1e-8
 
@@ -80,8 +82,8 @@ def fit(data: SequenceData, normalize: str = "feature") -> Preprocessing:
         )
     mean, std = np.zeros(data.num_features), np.ones(data.num_features)
     if normalize == "feature":
-        steps = data.inputs[_valid_mask(data)]
-        mean, std = steps.mean(axis=0), np.maximum(steps.std(axis=0), _MIN_STD)
+        mean, std = feature_moments(data)
+        std = np.maximum(std, _MIN_STD)
     return Preprocessing(
         labels=labels,
         label_kind=label_kind(labels),
@@ -91,6 +93,27 @@ def fit(data: SequenceData, normalize: str = "feature") -> Preprocessing:
         source_format=data.source_format,
         normalize=normalize,
     )
+
+
+def feature_moments(
+    data: SequenceData, rows: int = CHUNK_ROWS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (population) standard deviation of each feature over every valid step.
+
+    Computed block by block (merging blocks' means and squared deviations, Chan et al.),
+    so data kept on disk is read once and never whole; exact to rounding either way.
+    """
+    count, mean, squares = 0, np.zeros(data.num_features), np.zeros(data.num_features)
+    for block, lengths in blocks(data.inputs, data.lengths, rows):
+        steps = block[np.arange(block.shape[1])[None, :] < lengths[:, None]]
+        block_mean = steps.mean(axis=0)
+        block_squares = ((steps - block_mean) ** 2).sum(axis=0)
+        total = count + len(steps)
+        delta = block_mean - mean
+        mean = mean + delta * len(steps) / total
+        squares = squares + block_squares + delta**2 * count * len(steps) / total
+        count = total
+    return mean, np.sqrt(squares / count)
 
 
 def conform(prep: Preprocessing, data: SequenceData) -> SequenceData:
@@ -120,18 +143,27 @@ def conform(prep: Preprocessing, data: SequenceData) -> SequenceData:
     return data
 
 
-def transform_inputs(prep: Preprocessing, data: SequenceData) -> np.ndarray:
-    """Scaled inputs, float32[n, time, features], zero at padded steps."""
+def transform_inputs(prep: Preprocessing, data: SequenceData) -> np.ndarray | LazyInputs:
+    """Scaled inputs, float32[n, time, features], zero at padded steps; for data kept on
+    disk, a ``LazyInputs`` that scales each block as it is read."""
     data = conform(prep, data)
-    valid = _valid_mask(data)[:, :, None]
+    scale = functools.partial(scale_block, prep)
+    if isinstance(data.inputs, LazyInputs):
+        return data.inputs.with_transform(scale)
+    return scale(data.inputs, data.lengths)
+
+
+def scale_block(prep: Preprocessing, inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``prep``'s scaling of float64[n, time, features] sequences with ``lengths``."""
+    valid = (np.arange(inputs.shape[1])[None, :] < lengths[:, None])[:, :, None]
     if prep.normalize == "sequence":
-        count = data.lengths[:, None, None]
-        mean = np.where(valid, data.inputs, 0.0).sum(axis=1, keepdims=True) / count
-        centred = np.where(valid, data.inputs - mean, 0.0)
+        count = lengths[:, None, None]
+        mean = np.where(valid, inputs, 0.0).sum(axis=1, keepdims=True) / count
+        centred = np.where(valid, inputs - mean, 0.0)
         std = np.sqrt((centred**2).sum(axis=1, keepdims=True) / count)
         scaled = centred / np.maximum(std, _MIN_STD)
     else:
-        scaled = (data.inputs - np.asarray(prep.feature_mean)) / np.asarray(prep.feature_std)
+        scaled = (inputs - np.asarray(prep.feature_mean)) / np.asarray(prep.feature_std)
     return np.where(valid, scaled, 0.0).astype(np.float32)
 
 
@@ -149,10 +181,6 @@ def encode_labels(prep: Preprocessing, data: SequenceData) -> np.ndarray:
             f"(model labels: {', '.join(prep.labels)})"
         )
     return np.array([index[label] for label in data.labels.tolist()], dtype=np.int32)
-
-
-def _valid_mask(data: SequenceData) -> np.ndarray:
-    return np.arange(data.inputs.shape[1])[None, :] < data.lengths[:, None]
 
 
 def stratified_split(

@@ -122,7 +122,7 @@ def wrong_examples(plt, scored: api.Scored, limit: int = WRONG_EXAMPLES) -> tupl
     names = scored.sequences.feature_names
     for axis, index in zip(axes.flat, surest, strict=False):
         length = int(scored.sequences.lengths[index])
-        values = scored.sequences.inputs[index, :length]
+        values = np.asarray(scored.sequences.inputs[[index], :length])[0]
         for feature in range(values.shape[1]):
             label = names[feature] if names else f"feature {feature}"
             axis.plot(values[:, feature], linewidth=1, label=label)

@@ -1,0 +1,99 @@
+"""Sequences read on demand from an array that may be larger than memory.
+
+A ``.npy`` input is memory-mapped; ``LazyInputs`` wraps it so that subsets (the train and
+validation split), scaling and padding happen per batch, as rows are read, never for the
+whole file at once. It answers the same indexing the in-memory arrays do
+(``inputs[rows, :steps]``, ``inputs[start:stop]``), so training and prediction treat both
+alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+CHUNK_ROWS = 4096
+
+Transform = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class LazyInputs:
+    """A view of padded sequences ``raw[rows, :steps]``, computed per access.
+
+    Attributes:
+      raw: [N, T, F] (or [N, T] for one feature), any float dtype; often a ``np.memmap``.
+      rows: the rows of ``raw`` this view holds, in order.
+      lengths: valid steps of each held row; steps past it read as 0.
+      steps: the padded length of this view (at most ``T``).
+      transform: applied to each read block (float64, zeros on padding) with its lengths;
+        it returns what the view yields (e.g. scaled float32).
+    """
+
+    raw: np.ndarray
+    rows: np.ndarray
+    lengths: np.ndarray
+    steps: int
+    transform: Transform | None = None
+
+    @classmethod
+    def of(cls, raw: np.ndarray, lengths: np.ndarray) -> LazyInputs:
+        return cls(raw, np.arange(len(raw)), lengths, int(raw.shape[1]))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        features = self.raw.shape[2] if self.raw.ndim == 3 else 1
+        return (len(self.rows), self.steps, features)
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float32 if self.transform is not None else np.float64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def subset(self, index: np.ndarray) -> LazyInputs:
+        """The sequences at ``index``, padded to their own longest length."""
+        lengths = self.lengths[index]
+        steps = int(lengths.max()) if len(lengths) else 1
+        return dataclasses.replace(self, rows=self.rows[index], lengths=lengths, steps=steps)
+
+    def with_transform(self, transform: Transform) -> LazyInputs:
+        return dataclasses.replace(self, transform=transform)
+
+    def __getitem__(self, key) -> np.ndarray:
+        rows_key, time_key = key if isinstance(key, tuple) else (key, slice(None))
+        if not isinstance(time_key, slice) or time_key.start not in (None, 0):
+            raise IndexError("LazyInputs reads whole prefixes of the steps: [rows, :steps]")
+        steps = min(self.steps, time_key.stop if time_key.stop is not None else self.steps)
+        picked = np.arange(len(self.rows))[rows_key]
+        return self._read(np.atleast_1d(picked), steps)
+
+    def _read(self, picked: np.ndarray, steps: int) -> np.ndarray:
+        rows = self.rows[picked]
+        # Memory maps read fastest in file order; read sorted, then put back in order.
+        order = np.argsort(rows, kind="stable")
+        block = np.empty((len(rows), steps, self.shape[2]), np.float64)
+        block[order] = np.asarray(self.raw[rows[order], :steps]).reshape(len(rows), steps, -1)
+        lengths = self.lengths[picked]
+        block[np.arange(steps)[None, :] >= lengths[:, None]] = 0.0
+        return block if self.transform is None else self.transform(block, lengths)
+
+
+def blocks(
+    inputs, lengths: np.ndarray, rows: int = CHUNK_ROWS
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``inputs`` in blocks of ``rows`` sequences, each as (float64 values with zero
+    padding, their lengths): for statistics and digests over data that need not fit in
+    memory."""
+    for start in range(0, len(lengths), rows):
+        block = np.asarray(inputs[start : start + rows], dtype=np.float64)
+        block_lengths = lengths[start : start + rows]
+        valid = np.arange(block.shape[1])[None, :] < block_lengths[:, None]
+        yield np.where(valid[:, :, None], block, 0.0), block_lengths

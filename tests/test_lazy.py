@@ -1,0 +1,87 @@
+"""Data kept on disk (a memory-mapped .npy) reads, trains and predicts exactly as the same
+data in memory, and is checked block by block with the right row numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import TINY_MODEL, make_sequences, padded
+
+from rnnfc_cli import api, data, preprocessing
+from rnnfc_cli.config import TrainConfig
+from rnnfc_cli.errors import BadInputError
+from rnnfc_cli.lazy import LazyInputs
+
+
+@pytest.fixture()
+def npy_pair(tmp_path):
+    sequences, labels = make_sequences(40, seed=3, features=3)
+    np.save(tmp_path / "x.npy", padded(sequences).astype(np.float32))
+    (tmp_path / "y.txt").write_text("\n".join(labels) + "\n")
+    return tmp_path / "x.npy", tmp_path / "y.txt"
+
+
+def _read(path, labels, lazy: bool, monkeypatch):
+    monkeypatch.setattr(data, "LAZY_MIN_BYTES", 0 if lazy else 2**62)
+    monkeypatch.setattr(data, "CHUNK_ROWS", 7)  # several blocks, one of them partial
+    return data.read_sequences(str(path), data.ReadOptions(labels_file=str(labels)))
+
+
+def test_a_memory_mapped_npy_reads_as_in_memory(npy_pair, monkeypatch):
+    eager = _read(*npy_pair, lazy=False, monkeypatch=monkeypatch)
+    lazy = _read(*npy_pair, lazy=True, monkeypatch=monkeypatch)
+    assert isinstance(lazy.inputs, LazyInputs) and isinstance(lazy.inputs.raw, np.memmap)
+    np.testing.assert_array_equal(lazy.lengths, eager.lengths)
+    np.testing.assert_array_equal(lazy.inputs[:], eager.inputs)
+    index = np.array([5, 0, 33, 5])
+    np.testing.assert_array_equal(lazy.subset(index).inputs[:], eager.subset(index).inputs)
+    prep = preprocessing.fit(eager)
+    np.testing.assert_array_equal(
+        preprocessing.transform_inputs(prep, lazy)[index, :4],
+        preprocessing.transform_inputs(prep, eager)[index, :4],
+    )
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [((15, 1, 2), "X[15, 1, 2] is nan inside"), ((22, slice(None)), "X[22] is all NaN")],
+)
+def test_blocks_report_the_row_of_the_file(tmp_path, npy_pair, monkeypatch, damage, expected):
+    x = np.load(npy_pair[0])
+    x[damage] = np.nan
+    np.save(npy_pair[0], x)
+    for lazy in (False, True):
+        with pytest.raises(BadInputError, match=expected.replace("[", r"\[")):
+            _read(*npy_pair, lazy=lazy, monkeypatch=monkeypatch)
+
+
+def test_block_moments_match_numpy():
+    sequences, _ = make_sequences(50, seed=4, features=2)
+    sequences = [s * 1e3 + 1e6 for s in sequences]  # a large offset: no cancellation
+    stacked = np.concatenate(sequences)
+    inputs = np.nan_to_num(padded(sequences))
+    lengths = np.array([len(s) for s in sequences])
+    table = data.SequenceData(inputs, lengths, None, list(range(50)), None, "npy", "x")
+    mean, std = preprocessing.feature_moments(table, rows=6)
+    np.testing.assert_allclose(mean, stacked.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(std, stacked.std(axis=0), rtol=1e-9)
+
+
+def test_training_from_disk_gives_the_same_model(npy_pair, tmp_path, monkeypatch):
+    results = []
+    for lazy in (False, True):
+        monkeypatch.setattr(data, "LAZY_MIN_BYTES", 0 if lazy else 2**62)
+        model_dir = tmp_path / f"m{lazy}"
+        request = api.TrainRequest(
+            data=str(npy_pair[0]),
+            model_dir=model_dir,
+            model_options=TINY_MODEL,
+            train=TrainConfig(epochs=3, batch_size=8, min_steps=0, val_split=0.25),
+            read=data.ReadOptions(labels_file=str(npy_pair[1])),
+        )
+        summary = api.train_model(request)
+        proba = api.predict(model_dir, str(npy_pair[0])).proba
+        results.append((summary["best_val_loss"], summary["steps"], proba))
+    (loss_a, steps_a, proba_a), (loss_b, steps_b, proba_b) = results
+    assert (loss_a, steps_a) == (loss_b, steps_b)
+    np.testing.assert_array_equal(proba_a, proba_b)
