@@ -95,9 +95,7 @@ def fit(data: SequenceData, normalize: str = "feature") -> Preprocessing:
     )
 
 
-def feature_moments(
-    data: SequenceData, rows: int = CHUNK_ROWS
-) -> tuple[np.ndarray, np.ndarray]:
+def feature_moments(data: SequenceData, rows: int = CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
     """Mean and (population) standard deviation of each feature over every valid step.
 
     Computed block by block (merging blocks' means and squared deviations, Chan et al.),
