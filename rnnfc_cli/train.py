@@ -39,6 +39,7 @@ from rnnfc_cli.inference import (
     predict_proba,
 )
 from rnnfc_cli.models import SequenceClassifier
+from rnnfc_cli.prefetch import prefetch
 
 LOSS_MIN_DELTA = 1e-3
 _LOG_EPS = 1e-15
@@ -615,10 +616,10 @@ def fit(
         if epoch == first_epoch and skip_batches:
             totals, bad_step = resumed_totals, resumed_bad_step
             batches = itertools.islice(batches, skip_batches, None)
+        if shardings is not None:
+            batches = (jax.device_put(batch, shardings[0]) for batch in batches)
         done = skip_batches if epoch == first_epoch else 0
-        for batch in batches:
-            if shardings is not None:
-                batch = jax.device_put(batch, shardings[0])
+        for batch in prefetch(batches):
             state, metrics = step_fn(state, batch, keys)
             totals = metrics if totals is None else totals + metrics
             step_losses.append(metrics.loss_sum)
