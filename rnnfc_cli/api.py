@@ -12,6 +12,7 @@ import hashlib
 import json
 import platform
 import threading
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -273,10 +274,8 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _proba(
-    files: checkpoint.ModelFiles, inputs: np.ndarray, lengths: np.ndarray, batch_size: int
-) -> np.ndarray:
-    """Restore the model's parameters and return its probabilities for ``inputs``."""
+def _proba_function(files: checkpoint.ModelFiles):
+    """Restore the model's parameters; returns ``proba(inputs, lengths, batch_size)``."""
     from rnnfc_cli import inference, models, runtime
 
     runtime.configure_jax()
@@ -285,7 +284,45 @@ def _proba(
         files.path, lambda: inference.abstract_params(model, files.train.ensemble)
     )
     proba_fn = inference.make_proba_fn(model)
-    return inference.predict_proba(proba_fn, params, inputs, lengths.astype(np.int32), batch_size)
+
+    def proba(inputs, lengths: np.ndarray, batch_size: int) -> np.ndarray:
+        lengths = lengths.astype(np.int32)
+        return inference.predict_proba(proba_fn, params, inputs, lengths, batch_size)
+
+    return proba
+
+
+# Predict works through its input in chunks of about this many bytes of padded float64
+# values, writing each chunk's results before reading the next: memory stays bounded
+# for inputs kept on disk, however long.
+PREDICT_CHUNK_BYTES = 64 * 2**20
+
+
+def predict_chunks(
+    model_dir: Path,
+    path: str,
+    read: data.ReadOptions = data.ReadOptions(),
+    batch_size: int = 256,
+) -> Iterator[Predictions]:
+    """Labels and probabilities for the sequences in ``path``, chunk after chunk, in input
+    order (labels in the input are ignored)."""
+    files = checkpoint.read_model_files(model_dir)
+    sequences = data.read_sequences(path, dataclasses.replace(read, require_labels=False))
+    inputs = preprocessing.transform_inputs(files.preprocessing, sequences)
+    proba_of = _proba_function(files)
+    prep = files.preprocessing
+    classes = [prep.output_label(label) for label in prep.labels]
+    n, steps, features = inputs.shape
+    rows = max(1, PREDICT_CHUNK_BYTES // (steps * features * 8) // batch_size) * batch_size
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        proba = proba_of(inputs[start:stop], sequences.lengths[start:stop], batch_size)
+        yield Predictions(
+            ids=sequences.ids[start:stop],
+            labels=[classes[i] for i in proba.argmax(axis=1)],
+            proba=proba,
+            classes=classes,
+        )
 
 
 def predict(
@@ -295,17 +332,12 @@ def predict(
     batch_size: int = 256,
 ) -> Predictions:
     """Labels and probabilities for every sequence in ``path`` (labels there are ignored)."""
-    files = checkpoint.read_model_files(model_dir)
-    sequences = data.read_sequences(path, dataclasses.replace(read, require_labels=False))
-    inputs = preprocessing.transform_inputs(files.preprocessing, sequences)
-    proba = _proba(files, inputs, sequences.lengths, batch_size)
-    prep = files.preprocessing
-    classes = [prep.output_label(label) for label in prep.labels]
+    chunks = list(predict_chunks(model_dir, path, read, batch_size))
     return Predictions(
-        ids=sequences.ids,
-        labels=[classes[i] for i in proba.argmax(axis=1)],
-        proba=proba,
-        classes=classes,
+        ids=[ident for chunk in chunks for ident in chunk.ids],
+        labels=[label for chunk in chunks for label in chunk.labels],
+        proba=np.concatenate([chunk.proba for chunk in chunks]),
+        classes=chunks[0].classes,
     )
 
 
@@ -335,7 +367,7 @@ def score(model_dir: Path, path: str, read: data.ReadOptions = data.ReadOptions(
     prep = files.preprocessing
     inputs = preprocessing.transform_inputs(prep, sequences)
     true = preprocessing.encode_labels(prep, sequences)
-    proba = _proba(files, inputs, sequences.lengths, 256)
+    proba = _proba_function(files)(inputs, sequences.lengths, 256)
     classes = [prep.output_label(x) for x in prep.labels]
     return Scored(classification_report(true, proba), classes, sequences, true, proba)
 

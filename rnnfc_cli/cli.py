@@ -715,21 +715,37 @@ def predict(
 
     _check_choice("--format", output_format, ("csv", "jsonl"))
     started = time.perf_counter()
-    result = api.predict(
+    chunks = api.predict_chunks(
         model_dir, data, _read_options(label_col, id_col, time_col, None), batch_size
     )
-    text = _format_predictions(result, output_format, proba)
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        _write_atomic(output, text)
+    with _output_stream(output) as stream:
+        count = 0
+        for i, chunk in enumerate(chunks):
+            stream.write(_format_predictions(chunk, output_format, proba, header=i == 0))
+            stream.flush()
+            count += len(chunk.ids)
     if verbose and not quiet:
-        elapsed = time.perf_counter() - started
-        _note("predict", f"labelled {len(result.ids)} sequences in {elapsed:.2f}s")
+        _note("predict", f"labelled {count} sequences in {time.perf_counter() - started:.2f}s")
 
 
-def _format_predictions(result, output_format: str, proba: bool) -> str:
+@contextlib.contextmanager
+def _output_stream(path: Path | None):
+    """Stdout, or a temporary file beside ``path`` renamed over it once complete."""
+    if path is None:
+        yield sys.stdout
+        return
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with temporary.open("w") as handle:
+            yield handle
+        os.replace(temporary, path)
+    except OSError as err:
+        raise BadInputError(f"{path}: cannot write ({err.strerror})") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _format_predictions(result, output_format: str, proba: bool, header: bool = True) -> str:
     buffer = io.StringIO()
     if output_format == "jsonl":
         for i, (ident, label) in enumerate(zip(result.ids, result.labels, strict=True)):
@@ -741,10 +757,8 @@ def _format_predictions(result, output_format: str, proba: bool) -> str:
             buffer.write(json.dumps(record) + "\n")
         return buffer.getvalue()
     writer = csv.writer(buffer, lineterminator="\n")
-    header = ["id", "label"]
-    if proba:
-        header += [f"prob_{c}" for c in result.classes]
-    writer.writerow(header)
+    if header:
+        writer.writerow(["id", "label", *([f"prob_{c}" for c in result.classes] if proba else [])])
     for i, (ident, label) in enumerate(zip(result.ids, result.labels, strict=True)):
         row = [ident, label]
         if proba:
@@ -754,13 +768,8 @@ def _format_predictions(result, output_format: str, proba: bool) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        temporary.write_text(text)
-        os.replace(temporary, path)
-    except OSError as err:
-        temporary.unlink(missing_ok=True)
-        raise BadInputError(f"{path}: cannot write ({err.strerror})") from None
+    with _output_stream(path) as stream:
+        stream.write(text)
 
 
 @_command()

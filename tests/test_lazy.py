@@ -85,3 +85,36 @@ def test_training_from_disk_gives_the_same_model(npy_pair, tmp_path, monkeypatch
     (loss_a, steps_a, proba_a), (loss_b, steps_b, proba_b) = results
     assert (loss_a, steps_a) == (loss_b, steps_b)
     np.testing.assert_array_equal(proba_a, proba_b)
+
+
+@pytest.mark.parametrize("output_format", ["csv", "jsonl"])
+def test_predict_in_chunks_writes_what_one_chunk_would(
+    npy_pair, trained_npy_model, monkeypatch, capsys, output_format
+):
+    from rnnfc_cli.cli import main
+
+    argv = ["predict", str(trained_npy_model), str(npy_pair[0]), "--proba"]
+    argv += ["--format", output_format, "--batch-size", "4"]
+    outputs = []
+    for chunk_bytes, lazy in ((2**40, False), (1, True)):  # one chunk; one batch per chunk
+        monkeypatch.setattr(api, "PREDICT_CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(data, "LAZY_MIN_BYTES", 0 if lazy else 2**62)
+        assert main(argv) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+    assert len(outputs[0].splitlines()) == 40 + (output_format == "csv")
+
+
+@pytest.fixture()
+def trained_npy_model(npy_pair, tmp_path):
+    model_dir = tmp_path / "npy-model"
+    api.train_model(
+        api.TrainRequest(
+            data=str(npy_pair[0]),
+            model_dir=model_dir,
+            model_options=TINY_MODEL,
+            train=TrainConfig(epochs=1, batch_size=8, min_steps=0, val_split=0.25),
+            read=data.ReadOptions(labels_file=str(npy_pair[1])),
+        )
+    )
+    return model_dir
