@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import mmap
 import re
 import sys
 from collections.abc import Sequence
@@ -389,21 +390,30 @@ def _numpy_load_error(err: Exception, path: Path, what: str, invalid: str) -> Ba
     return BadInputError(f"{path}: {invalid} ({err})")
 
 
-def _check_declared_size(handle: BinaryIO, size: int, path: Path, what: str) -> None:
+@dataclasses.dataclass(frozen=True)
+class _NpyHeader:
+    shape: tuple[int, ...]
+    fortran: bool
+    dtype: np.dtype
+    offset: int
+
+
+def _check_declared_size(handle: BinaryIO, size: int, path: Path, what: str) -> _NpyHeader | None:
     """Refuse an array whose header declares more bytes than the file holds (truncated,
-    or a header claiming terabytes) before anything is allocated for it."""
+    or a header claiming terabytes) before anything is allocated for it. Returns the
+    header (None for versions other than 1.0 and 2.0, which ``np.load`` checks itself)."""
     try:
         version = np.lib.format.read_magic(handle)
         if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
         elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
         else:
-            return  # other versions: np.load checks them itself
+            return None
     except _NUMPY_LOAD_ERRORS as err:
         raise BadInputError(f"{path}: {what}: not a valid .npy header ({err})") from None
     if dtype.hasobject:
-        return  # np.load refuses pickled objects with its own message
+        return None  # np.load refuses pickled objects with its own message
     declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
     available = size - handle.tell()
     if declared > available:
@@ -411,6 +421,7 @@ def _check_declared_size(handle: BinaryIO, size: int, path: Path, what: str) -> 
             f"{path}: {what}: the header declares shape {shape} of {dtype} "
             f"({_bytes(declared)}) but only {_bytes(available)} follow; truncated or corrupt"
         )
+    return _NpyHeader(tuple(shape), fortran, dtype, handle.tell())
 
 
 def _bytes(count: int) -> str:
@@ -422,13 +433,23 @@ def _bytes(count: int) -> str:
 
 
 def _load_npy(path: Path, what: str) -> np.ndarray:
-    """A .npy file, memory-mapped: only the parts used are ever read."""
+    """A .npy file, memory-mapped: only the parts used are ever read.
+
+    The array is a view of an ``mmap.mmap`` (its ``base``), so that readers can advise
+    the kernel how they will read it (see ``LazyInputs``).
+    """
     try:
         with path.open("rb") as handle:
             if handle.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC:
                 raise BadInputError(f"{path}: is an .npz archive, not a .npy array; name it .npz")
             handle.seek(0)
-            _check_declared_size(handle, path.stat().st_size, path, what)
+            header = _check_declared_size(handle, path.stat().st_size, path, what)
+            if header is not None and 0 not in header.shape:
+                mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+                order = "F" if header.fortran else "C"
+                return np.ndarray(
+                    header.shape, header.dtype, buffer=mapped, offset=header.offset, order=order
+                )
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except _NUMPY_LOAD_ERRORS as err:
         raise _numpy_load_error(err, path, what, "not a valid .npy file") from None

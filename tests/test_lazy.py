@@ -3,6 +3,8 @@ data in memory, and is checked block by block with the right row numbers."""
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 import pytest
 from conftest import TINY_MODEL, make_sequences, padded
@@ -30,7 +32,7 @@ def _read(path, labels, lazy: bool, monkeypatch):
 def test_a_memory_mapped_npy_reads_as_in_memory(npy_pair, monkeypatch):
     eager = _read(*npy_pair, lazy=False, monkeypatch=monkeypatch)
     lazy = _read(*npy_pair, lazy=True, monkeypatch=monkeypatch)
-    assert isinstance(lazy.inputs, LazyInputs) and isinstance(lazy.inputs.raw, np.memmap)
+    assert isinstance(lazy.inputs, LazyInputs) and isinstance(lazy.inputs.raw.base, mmap.mmap)
     np.testing.assert_array_equal(lazy.lengths, eager.lengths)
     np.testing.assert_array_equal(lazy.inputs[:], eager.inputs)
     index = np.array([5, 0, 33, 5])
