@@ -146,12 +146,19 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
     import jax
 
     model = models.build_model(model_config)
-    with checkpoint.ModelDirWriter(
-        request.model_dir,
-        force=request.force,
-        resume=request.resume,
-        run_key=_run_key(model_config, request.train, train_arrays, val_arrays),
-    ) as writer:
+    if jax.process_count() > 1 and request.resume:
+        raise BadInputError("--resume: not supported in a multi-process run yet")
+    writer = (
+        checkpoint.ModelDirWriter(
+            request.model_dir,
+            force=request.force,
+            resume=request.resume,
+            run_key=_run_key(model_config, request.train, train_arrays, val_arrays),
+        )
+        if jax.process_index() == 0
+        else checkpoint.NullWriter()
+    )
+    with writer:
         writer.write_settings(model_config, request.train, prep)
         for name, content in request.extra_files.items():
             writer.write_file(name, content)
@@ -185,6 +192,7 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
             if result.diverged_at is None
             else {"epoch": result.diverged_at[0], "step": result.diverged_at[1]},
             "devices": result.devices,
+            "processes": jax.process_count(),
             "resumed_from_epoch": result.resumed_from_epoch,
             "backend": jax.default_backend(),
             "train_data": _data_summary(train_data),

@@ -240,10 +240,14 @@ class ModelDirWriter:
 
         self._close_manager()
         try:
+            (self.staging / CHECKPOINT_DIR).mkdir(exist_ok=True)
             with ocp.CheckpointManager(
                 (self.staging / CHECKPOINT_DIR).absolute(),
                 options=ocp.CheckpointManagerOptions(
-                    max_to_keep=1, create=True, enable_async_checkpointing=False
+                    max_to_keep=1,
+                    create=False,  # made above: Orbax cannot with ``active_processes``
+                    enable_async_checkpointing=False,
+                    multiprocessing_options=_this_process_only(),
                 ),
             ) as manager:
                 manager.save(best_epoch, args=ocp.args.StandardSave(params), force=True)
@@ -268,10 +272,14 @@ class ModelDirWriter:
         import orbax.checkpoint as ocp
 
         if self._state_manager is None:
+            (self.staging / TRAIN_STATE_DIR).mkdir(exist_ok=True)
             self._state_manager = ocp.CheckpointManager(
                 (self.staging / TRAIN_STATE_DIR).absolute(),
                 options=ocp.CheckpointManagerOptions(
-                    max_to_keep=1, create=True, enable_async_checkpointing=False
+                    max_to_keep=1,
+                    create=False,  # made above: Orbax cannot with ``active_processes``
+                    enable_async_checkpointing=False,
+                    multiprocessing_options=_this_process_only(),
                 ),
             )
         return self._state_manager
@@ -283,6 +291,48 @@ class ModelDirWriter:
                 manager.wait_until_finished()
             finally:
                 manager.close()
+
+
+def _this_process_only():
+    """Orbax options for saving from this process alone.
+
+    In a multi-process run the parameters are replicated and saved as host arrays, so
+    process 0 writes the model directory by itself; without this Orbax would wait at a
+    barrier for the other processes, which never save.
+    """
+    import jax
+    import orbax.checkpoint as ocp
+
+    index = jax.process_index()
+    return ocp.options.MultiprocessingOptions(primary_host=index, active_processes={index})
+
+
+class NullWriter:
+    """Stands in for ``ModelDirWriter`` in processes other than 0 of a multi-process run:
+    they train in step with process 0, which alone writes the model directory."""
+
+    resumed = False
+
+    def __enter__(self) -> NullWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        return None
+
+    def write_settings(self, *args: Any) -> None:
+        del args
+
+    def write_file(self, name: str, content: bytes) -> None:
+        del name, content
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        del record
+
+    def save_snapshot(self, step: int, arrays: Any, progress: dict[str, Any]) -> None:
+        del step, arrays, progress
+
+    def commit(self, summary: dict[str, Any], params: Any, best_epoch: int) -> None:
+        del summary, params, best_epoch
 
 
 def read_snapshot(target: Path) -> tuple[Any, dict[str, Any]] | None:

@@ -431,6 +431,20 @@ def train(
     ] = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
+    coordinator: Annotated[
+        str | None,
+        _opt(
+            "--coordinator",
+            help="HOST:PORT of process 0 in a multi-host run (one process per host; with "
+            "--num-processes and --process-id). SLURM, Open MPI and TPU pods are detected.",
+        ),
+    ] = None,
+    num_processes: Annotated[
+        int | None, _opt("--num-processes", min=1, help="Processes in a multi-host run.")
+    ] = None,
+    process_id: Annotated[
+        int | None, _opt("--process-id", min=0, help="This process's rank, 0 to N-1.")
+    ] = None,
     tensorboard: Annotated[
         Path | None,
         _opt(
@@ -462,6 +476,11 @@ def train(
     if resume:
         settings = _resume_settings(ctx, model_dir, settings)
     request = _train_request(settings, data, model_dir, force, resume, checkpoint_every)
+    if _start_distributed(coordinator, num_processes, process_id):
+        import jax
+
+        quiet = quiet or jax.process_index() != 0  # process 0 speaks for the run
+        json_output = json_output and jax.process_index() == 0
     with contextlib.ExitStack() as stack:
         progress = stack.enter_context(display.TrainingDisplay(quiet=quiet, verbose=verbose))
         callbacks = progress
@@ -485,6 +504,38 @@ def train(
             f"{where['step']}; training stopped and {summary['model_dir']} holds the best "
             f"epoch before it ({summary['best_epoch']}); lower --lr to go further"
         )
+
+
+def _start_distributed(
+    coordinator: str | None, num_processes: int | None, process_id: int | None
+) -> bool:
+    given = [coordinator is not None, num_processes is not None, process_id is not None]
+    if any(given) and not all(given):
+        raise BadInputError(
+            "--coordinator, --num-processes and --process-id: give all three, or none"
+        )
+    if all(given):
+        if ":" not in coordinator:
+            raise BadInputError(f"--coordinator '{coordinator}': expected HOST:PORT")
+        if process_id >= num_processes:
+            raise BadInputError(
+                f"--process-id {process_id}: must be below --num-processes {num_processes}"
+            )
+    from rnnfc_cli import runtime
+
+    if not runtime.start_distributed(coordinator, num_processes, process_id):
+        return False
+    _keep_stdout_for_results()
+    return True
+
+
+def _keep_stdout_for_results() -> None:
+    """Send what native libraries print on file descriptor 1 to stderr, keeping stdout for
+    rnnfc's results: Gloo announces its connections there."""
+    sys.stdout.flush()
+    results = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(results, "w")
 
 
 def _train_or_explain(api, request, callbacks) -> dict[str, Any]:

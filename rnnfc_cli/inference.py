@@ -56,7 +56,10 @@ def make_proba_fn(model: SequenceClassifier) -> ProbaFn:
 
 
 def data_devices(count: int = 0) -> list[jax.Device]:
-    """The first ``count`` local devices (all of them for 0)."""
+    """The first ``count`` local devices (all of them for 0); in a multi-process run
+    (``jax.distributed``), every device of every process, and ``count`` is ignored."""
+    if jax.process_count() > 1:
+        return jax.devices()
     available = jax.local_devices()
     if count > len(available):
         raise BadInputError(
@@ -98,7 +101,7 @@ def member_proba(
     n = len(inputs)
     batch_size = device_batch_size(batch_size, n, devices)
     if shardings is not None:
-        params = jax.device_put(params, shardings[1])
+        params = place(params, shardings[1])
     chunks = []
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
@@ -114,7 +117,40 @@ def member_proba(
         if shardings is not None:
             batch = jax.device_put(batch, shardings[0])
         chunks.append(proba_fn(params, *batch))
-    return np.concatenate([np.asarray(c, np.float64) for c in jax.device_get(chunks)], 1)[:, :n]
+    return np.concatenate([np.asarray(c, np.float64) for c in to_host(chunks)], 1)[:, :n]
+
+
+def place(tree: Any, sharding: NamedSharding) -> Any:
+    """``jax.device_put`` onto ``sharding``, also when it spans other processes' devices
+    (possible from host values only: device arrays go through the host unless they are
+    placed so already)."""
+
+    def put(leaf):
+        if isinstance(leaf, jax.Array):
+            if leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
+                return leaf
+            if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+                data = jax.device_put(to_host(jax.random.key_data(leaf)), sharding)
+                return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+            leaf = to_host(leaf)
+        return jax.device_put(leaf, sharding)
+
+    return jax.tree.map(put, tree)
+
+
+def to_host(tree: Any) -> Any:
+    """``jax.device_get``, also for arrays split over the devices of several processes
+    (gathered from all of them: every process gets the whole value)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    def gather(array):
+        if isinstance(array, jax.Array) and not array.is_fully_replicated:
+            return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+        return jax.device_get(array)
+
+    return jax.tree.map(gather, tree)
 
 
 def predict_proba(

@@ -69,3 +69,36 @@ def configure_jax() -> None:
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+# Environment variables whose presence (with more than one task) marks a cluster launch
+# that ``jax.distributed.initialize()`` can configure itself.
+_CLUSTER_SIZE_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+
+
+def start_distributed(
+    coordinator: str | None, num_processes: int | None, process_id: int | None
+) -> bool:
+    """Join a multi-process run (one process per host) through ``jax.distributed``.
+
+    With a coordinator, the given values are used; without, a cluster launch (SLURM,
+    Open MPI, a Cloud TPU pod) is detected from its environment. Must run before JAX
+    starts a backend. On CPU the processes talk over TCP (gloo). Returns whether a
+    multi-process run was started.
+    """
+    import jax
+
+    sizes = [os.environ.get(name, "1") for name in _CLUSTER_SIZE_VARIABLES]
+    clustered = any(size.isdigit() and int(size) > 1 for size in sizes) or bool(
+        os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",")
+    )
+    if coordinator is None and not clustered:
+        return False
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if coordinator is None:
+        jax.distributed.initialize()
+    else:
+        jax.distributed.initialize(
+            coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
+        )
+    return True

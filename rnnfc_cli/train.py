@@ -36,7 +36,9 @@ from rnnfc_cli.inference import (
     make_proba_fn,
     member_keys,
     member_proba,
+    place,
     predict_proba,
+    to_host,
 )
 from rnnfc_cli.models import SequenceClassifier
 from rnnfc_cli.prefetch import prefetch
@@ -428,11 +430,14 @@ def _train_batches(
     order: np.ndarray,
     buckets: tuple[int, ...],
     rng: np.random.Generator,
+    shardings: tuple[Any, Any] | None = None,
 ) -> Iterator[Batch]:
     """Fixed-shape batches in ``order``, each padded only to its bucket's length.
 
     Sequences keep their shuffled order within a bucket; with several buckets the order
-    of the batches is shuffled too, so an epoch does not run from short to long.
+    of the batches is shuffled too, so an epoch does not run from short to long. With
+    ``shardings`` (several devices) each batch is placed split over them; in a
+    multi-process run each process reads only the rows its own devices hold.
     """
     bucket_of = np.searchsorted(buckets, data.lengths[order])
     plan = []
@@ -447,12 +452,35 @@ def _train_batches(
         if pad:
             weights[len(index) :] = 0.0
             index = np.concatenate([index, np.full(pad, index[0])])
-        yield Batch(
+        if shardings is not None and jax.process_count() > 1:
+            yield _process_local_batch(data, index, steps, weights, shardings[0])
+            continue
+        batch = Batch(
             inputs=data.inputs[index, :steps],
             lengths=data.lengths[index].astype(np.int32),
             labels=data.labels[index].astype(np.int32),
             weights=weights,
         )
+        yield batch if shardings is None else jax.device_put(batch, shardings[0])
+
+
+def _process_local_batch(
+    data: ArraySet, index: np.ndarray, steps: int, weights: np.ndarray, sharding: Any
+) -> Batch:
+    """A batch split over the devices of every process, of which this process reads and
+    places only the rows of its own devices."""
+
+    def part(read, shape):
+        # ``at`` is the index of one device's block; its first entry slices the batch.
+        return jax.make_array_from_callback(shape, sharding, lambda at: read(at[0]))
+
+    n, features = len(index), data.inputs.shape[2]
+    return Batch(
+        inputs=part(lambda at: data.inputs[index[at], :steps], (n, steps, features)),
+        lengths=part(lambda at: data.lengths[index[at]].astype(np.int32), (n,)),
+        labels=part(lambda at: data.labels[index[at]].astype(np.int32), (n,)),
+        weights=part(lambda at: weights[at], (n,)),
+    )
 
 
 def log_loss_and_accuracy(proba: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -578,7 +606,7 @@ def fit(
         seconds_before = snapshot.train_seconds
     shardings = batch_sharding(devices)
     if shardings is not None:
-        state, keys = jax.device_put((state, keys), shardings[1])
+        state, keys = place((state, keys), shardings[1])
     callbacks.on_start(config.epochs, steps_per_epoch)
 
     if stop is not None and stop.is_set():
@@ -593,12 +621,12 @@ def fit(
         nonlocal last_snapshot
         callbacks.on_snapshot(
             TrainSnapshot(
-                state=jax.device_get(state),
+                state=to_host(state),
                 best_params=best_params,
                 epoch=epoch,
                 batches_done=done,
                 shuffle_state=epoch_state,
-                totals=None if totals is None else jax.device_get(totals),
+                totals=None if totals is None else to_host(totals),
                 bad_step=bad_step,
                 monitor=monitor.to_dict(),
                 history=tuple(history),
@@ -612,12 +640,10 @@ def fit(
         epoch_rng_state = shuffle.bit_generator.state
         totals, step_losses, bad_step = None, [], None
         order = shuffle.permutation(len(train))
-        batches = _train_batches(train, batch_size, order, buckets, shuffle)
+        batches = _train_batches(train, batch_size, order, buckets, shuffle, shardings)
         if epoch == first_epoch and skip_batches:
             totals, bad_step = resumed_totals, resumed_bad_step
             batches = itertools.islice(batches, skip_batches, None)
-        if shardings is not None:
-            batches = (jax.device_put(batch, shardings[0]) for batch in batches)
         done = skip_batches if epoch == first_epoch else 0
         for batch in prefetch(batches):
             state, metrics = step_fn(state, batch, keys)
@@ -636,9 +662,9 @@ def fit(
                 take_snapshot(epoch, epoch_rng_state, done, totals, bad_step)
                 if interrupted:
                     raise TrainingInterruptedError(
-                        epoch=epoch, step=int(jax.device_get(state.step)[0]), saved=True
+                        epoch=epoch, step=int(to_host(state.step)[0]), saved=True
                     )
-        totals = jax.device_get(totals)
+        totals = to_host(totals)
         bad_step = _first_bad_step(bad_step, step_losses, done)
         if bad_step is not None:
             step = epoch_first_step(epoch, steps_per_epoch) + bad_step - 1
@@ -655,10 +681,10 @@ def fit(
         )
         improved = monitor.update(epoch, val_loss, val_accuracy)
         if improved.any():
-            best_params = _keep_improved(best_params, jax.device_get(state.params), improved)
+            best_params = _keep_improved(best_params, to_host(state.params), improved)
         record = EpochRecord(
             epoch=epoch,
-            step=int(state.step[0]),
+            step=int(to_host(state.step)[0]),
             train_loss=float(np.mean(totals.loss_sum / totals.count)),
             train_accuracy=float(np.mean(totals.correct / totals.count)),
             val_loss=float(val_loss.mean()),
@@ -698,7 +724,7 @@ def _first_bad_step(known: int | None, step_losses: list[jax.Array], done: int) 
     already known and the per-member losses of the last ``len(step_losses)`` steps."""
     if known is not None or not step_losses:
         return known
-    bad = ~np.isfinite(np.stack(jax.device_get(step_losses))).all(axis=1)
+    bad = ~np.isfinite(np.stack(to_host(step_losses))).all(axis=1)
     if not bad.any():
         return None
     return done - len(step_losses) + 1 + int(np.argmax(bad))
