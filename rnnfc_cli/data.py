@@ -12,12 +12,13 @@ import io
 import mmap
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
+from rnnfc_cli import csv_cache
 from rnnfc_cli.errors import BadInputError
 from rnnfc_cli.lazy import CHUNK_ROWS, LazyInputs
 
@@ -118,6 +119,10 @@ def read_sequences(path: str, options: ReadOptions | None = None) -> SequenceDat
     if kind == "npy":
         return _read_npy(file, options)
     delimiter = "\t" if file.suffix.lower() == ".tsv" else ","
+    if file.stat().st_size >= csv_cache.MIN_BYTES:
+        cached = csv_cache.cached(file, options, delimiter)
+        if cached is not None:
+            return cached
     return _read_csv(file.read_bytes(), str(file), options, delimiter)
 
 
@@ -148,25 +153,35 @@ def _read_csv(raw: bytes, source: str, options: ReadOptions, delimiter: str = ",
             raise BadInputError(f"{source}: is empty; expected a header row and data rows")
         header = [name.strip() for name in header]
         _check_header(header, source)
-        rows, row_numbers = [], []
-        for row in reader:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) != len(header):
-                raise BadInputError(
-                    f"{source}: row {reader.line_num}: has {len(row)} fields, "
-                    f"the header has {len(header)}"
-                )
-            rows.append(row)
-            row_numbers.append(reader.line_num)
     except csv.Error as err:
         raise BadInputError(f"{source}: row {reader.line_num}: {err}") from None
+    rows, row_numbers = [], []
+    for line, row in csv_rows(reader, len(header), source):
+        rows.append(row)
+        row_numbers.append(line)
     if not rows:
         raise BadInputError(f"{source}: has a header but no data rows")
     table = _CsvTable(source, header, np.array(rows, dtype=str), np.asarray(row_numbers))
     if options.id_col in header:
         return _long_csv(table, options)
     return _wide_csv(table, options)
+
+
+def csv_rows(reader, fields: int, source: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number, row) for each non-blank row after the header; a row with another
+    number of fields than the header's is an error naming its line."""
+    try:
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != fields:
+                raise BadInputError(
+                    f"{source}: row {reader.line_num}: has {len(row)} fields, "
+                    f"the header has {fields}"
+                )
+            yield reader.line_num, row
+    except csv.Error as err:
+        raise BadInputError(f"{source}: row {reader.line_num}: {err}") from None
 
 
 def _decode_text(raw: bytes, source: str) -> str:

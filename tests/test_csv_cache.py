@@ -1,0 +1,87 @@
+"""Large CSV files: converted once, streaming, into a memory-mapped cache that reads
+exactly as the file does in memory; reused while the file is unchanged."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from conftest import make_sequences, write_long_csv, write_wide_csv
+
+from rnnfc_cli import csv_cache, data
+from rnnfc_cli.errors import BadInputError
+from rnnfc_cli.lazy import LazyInputs
+
+
+@pytest.fixture()
+def small_blocks(monkeypatch, tmp_path):
+    monkeypatch.setattr(csv_cache, "BLOCK_ROWS", 7)  # many blocks, cut mid-file
+    monkeypatch.setenv("RNNFC_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _read(path, cached: bool, monkeypatch, **options):
+    monkeypatch.setattr(csv_cache, "MIN_BYTES", 0 if cached else 2**62)
+    return data.read_sequences(str(path), data.ReadOptions(**options))
+
+
+@pytest.mark.parametrize("layout", ["long", "wide"])
+@pytest.mark.parametrize("require_labels", [True, False])
+def test_the_cache_reads_as_the_file_does(
+    tmp_path, monkeypatch, small_blocks, layout, require_labels
+):
+    sequences, labels = make_sequences(30, seed=5, features=2)
+    labels = [("1.0" if label == "up" else "2") for label in labels]  # canonical over all
+    write = write_long_csv if layout == "long" else write_wide_csv
+    path = write(tmp_path / "d.csv", sequences, labels)
+    plain = _read(path, False, monkeypatch, require_labels=require_labels)
+    cached = _read(path, True, monkeypatch, require_labels=require_labels)
+    assert isinstance(cached.inputs, LazyInputs)
+    np.testing.assert_array_equal(cached.inputs[:], plain.inputs)
+    np.testing.assert_array_equal(cached.lengths, plain.lengths)
+    assert cached.ids == plain.ids and cached.feature_names == plain.feature_names
+    if require_labels:
+        assert (
+            cached.labels.tolist()
+            == plain.labels.tolist()
+            == ["1" if label == "1.0" else "2" for label in labels]
+        )
+    else:
+        assert cached.labels is None
+
+
+def test_the_cache_is_reused_until_the_file_changes(tmp_path, monkeypatch, small_blocks):
+    sequences, labels = make_sequences(10, seed=6)
+    path = write_long_csv(tmp_path / "d.csv", sequences, labels)
+    _read(path, True, monkeypatch)
+    made = sorted((tmp_path / "cache" / "csv").iterdir())
+    converted = []
+    real = csv_cache._convert
+    monkeypatch.setattr(csv_cache, "_convert", lambda *a: converted.append(a) or real(*a))
+    _read(path, True, monkeypatch)
+    assert converted == [] and sorted((tmp_path / "cache" / "csv").iterdir()) == made
+    os.utime(path, ns=(1, 1))  # touched: converted again
+    _read(path, True, monkeypatch)
+    assert len(converted) == 1
+
+
+def test_errors_name_the_row_of_the_file(tmp_path, monkeypatch, small_blocks):
+    sequences, labels = make_sequences(10, seed=7)
+    path = write_long_csv(tmp_path / "d.csv", sequences, labels)
+    lines = path.read_text().splitlines()
+    lines[40] = lines[40].replace(lines[40].split(",")[2], "oops", 1)
+    path.write_text("\n".join(lines) + "\n")
+    messages = []
+    for cached in (False, True):
+        with pytest.raises(BadInputError) as caught:
+            _read(path, cached, monkeypatch)
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1] and "row 41, column 'f0': 'oops'" in messages[0]
+
+
+def test_interleaved_ids_are_read_in_memory(tmp_path, monkeypatch, small_blocks):
+    path = tmp_path / "d.csv"
+    path.write_text("id,x,label\na,1,u\nb,2,v\na,3,u\nb,4,v\n")
+    table = _read(path, True, monkeypatch)
+    assert not isinstance(table.inputs, LazyInputs)
+    assert table.lengths.tolist() == [2, 2]
