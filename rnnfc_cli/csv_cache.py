@@ -27,7 +27,7 @@ from rnnfc_cli.errors import BadInputError
 if TYPE_CHECKING:
     from rnnfc_cli.data import ReadOptions, SequenceData
 
-MIN_BYTES = 256 * 2**20
+MIN_BYTES = 32 * 2**20  # parsing in memory takes ~30 times the file size
 BLOCK_ROWS = 100_000
 _FORMAT = 1  # bump when the cache layout changes
 
