@@ -120,9 +120,20 @@ def _inputs(shape: tuple[int, int, int, int], seed: int) -> tuple[np.ndarray, ..
     return x, lengths, labels
 
 
+# "float32", or "bf16": rnnfc's --precision bf16 against torch's CPU autocast to bfloat16.
+PRECISION = {"value": "float32"}
+
+
+def _autocast():
+    """torch's mixed precision for the chosen PRECISION (a no-op context for float32)."""
+    bf16 = PRECISION["value"] == "bf16"
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
+
 def _rnnfc_model(cell: str, shape: tuple[int, int, int, int]):
     _, _, f, h = shape
     config = ModelConfig(
+        precision=PRECISION["value"],
         num_features=f,
         num_classes=NUM_CLASSES,
         cell=cell,
@@ -222,7 +233,8 @@ def torch_train(cell: str, shape: tuple[int, int, int, int]) -> Callable[[int], 
     def run(n: int) -> None:
         for _ in range(n):
             optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(model(x), labels)
+            with _autocast():
+                loss = torch.nn.functional.cross_entropy(model(x), labels)
             loss.backward()
             if config.clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
@@ -239,7 +251,7 @@ def torch_infer(cell: str, shape: tuple[int, int, int, int]) -> Callable[[int], 
     x = torch.from_numpy(_inputs(shape, seed=0)[0])
 
     def run(n: int) -> None:
-        with torch.inference_mode():
+        with torch.inference_mode(), _autocast():
             for _ in range(n):
                 model(x)
 
@@ -335,7 +347,14 @@ def main(argv: list[str] | None = None) -> int:
         "--torch-threads", type=int, default=None, help="torch intra-op threads (all cores)"
     )
     parser.add_argument("--json", action="store_true", help="JSON on stdout, table on stderr")
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "bf16"),
+        default="float32",
+        help="bf16: rnnfc --precision bf16 against torch.autocast(bfloat16), both sides",
+    )
     args = parser.parse_args(argv)
+    PRECISION["value"] = args.precision
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     unknown = [c for c in cells if c not in GATES]
     if unknown or not cells:
@@ -368,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     say(f"rnnfc API: {_rnnfc_step()[2]}, {_rnnfc_infer_fn(_rnnfc_model('lstm', configs[0]))[1]}")
     say(f"rounds {rounds}, ~{target_s} s per side per round, medians; sprd = (max-min)/median")
+    say(f"precision: {args.precision}")
     say()
 
     rows = []

@@ -35,6 +35,7 @@ from rnnfc_cli.config import (
     MONITORS,
     NORMALIZATIONS,
     POOLS,
+    PRECISIONS,
     ModelConfig,
     TrainConfig,
 )
@@ -382,6 +383,14 @@ def train(
             help="Fold K steps into one recurrent step ('auto': from the training lengths).",
         ),
     ] = "auto",
+    precision: Annotated[
+        str,
+        _opt(
+            "--precision",
+            help=f"Matrix-product inputs: {'|'.join(PRECISIONS)} (bf16: float32 parameters and "
+            "sums, bfloat16 inputs; faster where the hardware multiplies bf16).",
+        ),
+    ] = _MODEL.precision,
     devices: Annotated[
         int,
         _opt(
@@ -580,6 +589,7 @@ def _train_request(
         "dropout": s["dropout"],
         "layer_norm": s["layer_norm"],
         "patch": _parse_patch(s["patch"]),
+        "precision": _check_choice("--precision", s["precision"], PRECISIONS),
     }
     train_config = TrainConfig(
         epochs=s["epochs"],

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Self
 
 CELLS = ("lstm", "gru", "rnn")
+PRECISIONS = ("float32", "bf16")
 POOLS = ("last", "mean", "max", "attention")
 NORMALIZATIONS = ("feature", "sequence", "none")
 MONITORS = ("val_accuracy", "val_loss")
@@ -54,6 +55,9 @@ class ModelConfig(_Serializable):
       layer_norm: layer normalisation after each recurrent layer.
       patch: steps folded into one recurrent step (a Dense projection of each
         non-overlapping patch), so the recurrence runs over ``time / patch`` steps.
+      precision: "float32", or "bf16" for bfloat16 inputs to every matrix product
+        (float32 parameters, states and accumulation), where hardware multiplies bf16
+        fast.
     """
 
     num_features: int
@@ -67,6 +71,7 @@ class ModelConfig(_Serializable):
     dropout: float = 0.1
     layer_norm: bool = False
     patch: int = 1
+    precision: str = "float32"
 
 
 @dataclasses.dataclass(frozen=True)

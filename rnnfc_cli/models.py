@@ -7,6 +7,7 @@ only sees valid steps, so a sequence padded to any length gets the same logits.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -23,23 +24,34 @@ def valid_mask(lengths: jax.Array, steps: int) -> jax.Array:
     return jnp.arange(steps)[None, :] < lengths[:, None]
 
 
+PRECISIONS = {"float32": None, "bf16": jnp.bfloat16}
+
+
 class _MaskedStep(nn.Module):
     """One cell step that leaves the carry untouched where the step is padding.
 
     Attributes:
       cell_type: key of ``_CELLS``.
       hidden: state size.
+      dtype: the cell's matrix-product input type (None: float32). The carry stays
+        float32 whatever it is, so the state accumulates at full precision.
     """
 
     cell_type: str
     hidden: int
+    dtype: jnp.dtype | None = None
 
     @nn.compact
     def __call__(self, carry, inputs):
         x, valid = inputs
-        new_carry, output = _CELLS[self.cell_type](features=self.hidden, name="cell")(carry, x)
-        carry = jax.tree.map(lambda new, old: jnp.where(valid[:, None], new, old), new_carry, carry)
-        return carry, output
+        cell = _CELLS[self.cell_type](features=self.hidden, dtype=self.dtype, name="cell")
+        new_carry, output = cell(carry, x)
+        carry = jax.tree.map(
+            lambda new, old: jnp.where(valid[:, None], new.astype(old.dtype), old),
+            new_carry,
+            carry,
+        )
+        return carry, output.astype(jnp.float32)
 
 
 class RecurrentLayer(nn.Module):
@@ -48,10 +60,12 @@ class RecurrentLayer(nn.Module):
     Attributes:
       cell_type: "lstm", "gru" or "rnn".
       hidden: state size.
+      dtype: matrix-product input type of the cell (None: float32).
     """
 
     cell_type: str
     hidden: int
+    dtype: jnp.dtype | None = None
 
     @nn.compact
     def __call__(self, inputs: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -66,7 +80,7 @@ class RecurrentLayer(nn.Module):
           and the per-step outputs, float32[batch, time, hidden] (garbage on padded steps).
         """
         batch = inputs.shape[0]
-        zeros = jnp.zeros((batch, self.hidden), inputs.dtype)
+        zeros = jnp.zeros((batch, self.hidden), jnp.float32)
         carry = (zeros, zeros) if self.cell_type == "lstm" else zeros
         scan = nn.scan(
             _MaskedStep,
@@ -75,7 +89,8 @@ class RecurrentLayer(nn.Module):
             in_axes=1,
             out_axes=1,
         )
-        carry, outputs = scan(self.cell_type, self.hidden, name="scan")(carry, (inputs, valid))
+        step = scan(self.cell_type, self.hidden, self.dtype, name="scan")
+        carry, outputs = step(carry, (inputs, valid))
         last = carry[1] if self.cell_type == "lstm" else carry
         return last, outputs
 
@@ -163,26 +178,30 @@ class SequenceClassifier(nn.Module):
     dropout: float = 0.1
     layer_norm: bool = False
     patch: int = 1
+    precision: str = "float32"
 
     def setup(self):
+        dtype = PRECISIONS[self.precision]
+        dense = functools.partial(nn.Dense, dtype=dtype)
         if self.patch > 1:
-            self.patch_projection = nn.Dense(self.hidden, name="patch_projection")
+            self.patch_projection = dense(self.hidden, name="patch_projection")
         self.forward = [
-            RecurrentLayer(self.cell, self.hidden, name=f"rnn_{i}") for i in range(self.layers)
+            RecurrentLayer(self.cell, self.hidden, dtype, name=f"rnn_{i}")
+            for i in range(self.layers)
         ]
         if self.bidirectional:
             self.backward = [
-                RecurrentLayer(self.cell, self.hidden, name=f"rnn_{i}_backward")
+                RecurrentLayer(self.cell, self.hidden, dtype, name=f"rnn_{i}_backward")
                 for i in range(self.layers)
             ]
         if self.layer_norm:
             self.norms = [nn.LayerNorm(name=f"layer_norm_{i}") for i in range(self.layers)]
         if "attention" in self.pool.split(","):
-            self.attention_hidden = nn.Dense(self.hidden, name="attention_hidden")
+            self.attention_hidden = dense(self.hidden, name="attention_hidden")
             # No bias: softmax over time ignores a shared shift.
-            self.attention_score = nn.Dense(1, use_bias=False, name="attention_score")
-        self.head = [nn.Dense(size, name=f"dense_{i}") for i, size in enumerate(self.dense)]
-        self.logits = nn.Dense(self.num_classes, name="logits")
+            self.attention_score = dense(1, use_bias=False, name="attention_score")
+        self.head = [dense(size, name=f"dense_{i}") for i, size in enumerate(self.dense)]
+        self.logits = dense(self.num_classes, name="logits")
         self.drop = nn.Dropout(self.dropout)
 
     def __call__(self, inputs: jax.Array, lengths: jax.Array, *, train: bool) -> jax.Array:
@@ -194,12 +213,13 @@ class SequenceClassifier(nn.Module):
           train: enables dropout (needs a "dropout" rng).
 
         Returns:
-          float32[batch, num_classes] logits.
+          float32[batch, num_classes] logits. With ``precision="bf16"`` every matrix
+          product takes bfloat16 inputs (parameters, states and sums stay float32).
         """
         x = inputs
         if self.patch > 1:
             x, lengths = patch_steps(x, lengths, self.patch)
-            x = self.patch_projection(x)
+            x = self.patch_projection(x).astype(jnp.float32)
         valid = valid_mask(lengths, x.shape[1])
         for depth in range(self.layers):
             if depth:
@@ -217,10 +237,11 @@ class SequenceClassifier(nn.Module):
         scores = None
         if "attention" in methods:
             scores = self.attention_score(nn.tanh(self.attention_hidden(x)))[..., 0]
+            scores = scores.astype(jnp.float32)
         h = jnp.concatenate([pool_states(last, x, valid, m, scores) for m in methods], axis=-1)
         for layer in self.head:
             h = self.drop(nn.relu(layer(h)), deterministic=not train)
-        return self.logits(h)
+        return self.logits(h).astype(jnp.float32)
 
 
 def build_model(config: ModelConfig) -> SequenceClassifier:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnfc_cli.config import CELLS, POOLS, ModelConfig, TrainConfig
+from rnnfc_cli.config import CELLS, POOLS, PRECISIONS, ModelConfig, TrainConfig
 from rnnfc_cli.models import RecurrentLayer, build_model, patch_steps, reverse_valid
 from rnnfc_cli.train import (
     Batch,
@@ -38,6 +38,7 @@ COMBINATIONS = [
         layers=1 + i % 2,
         layer_norm=i % 3 == 0,
         patch=1 if i % 2 else 3,
+        precision=PRECISIONS[i // 2 % 2],
     )
     for i, (pool, bidirectional) in enumerate(itertools.product(POOLS, (False, True)))
 ] + [
@@ -48,6 +49,7 @@ COMBINATIONS = [
         layers=1,
         layer_norm=False,
         patch=1,
+        precision="bf16",
     )
 ]
 
@@ -167,3 +169,18 @@ def test_dropout_is_active_only_in_training():
         for k in range(2)
     ]
     assert not np.allclose(trains[0], trains[1])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_bf16_keeps_float32_parameters_and_stays_close_to_float32(cell):
+    options = dict(cell=cell, hidden=16, dense=(8,), bidirectional=True, pool="last,max")
+    full = build_model(ModelConfig(2, 3, **options))
+    half = build_model(ModelConfig(2, 3, precision="bf16", **options))
+    params = init_params(full, member_keys(0, 1))
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+    inputs, lengths = _inputs(steps=20)
+    exact = make_proba_fn(full)(params, inputs, lengths)
+    approx = make_proba_fn(half)(params, inputs, lengths)
+    assert approx.dtype == jnp.float32
+    np.testing.assert_allclose(approx, exact, atol=2e-2)  # bf16 keeps ~3 significant digits
+    assert not np.array_equal(approx, exact)  # the products really ran in bf16
