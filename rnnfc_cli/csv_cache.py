@@ -52,11 +52,14 @@ def cached(file: Path, options: ReadOptions, delimiter: str) -> SequenceData | N
         ]
     )
     directory = cache_dir() / "csv" / hashlib.sha256(key.encode()).hexdigest()[:32]
-    if not (directory / "meta.json").is_file() and not _convert(
-        file, options, delimiter, directory
-    ):
+    try:
+        if not (directory / "meta.json").is_file() and not _convert(
+            file, options, delimiter, directory
+        ):
+            return None
+        return _load(directory, str(file))
+    except OSError:  # no room or no permission for the cache: read in memory instead
         return None
-    return _load(directory, str(file))
 
 
 def _open_text(file: Path):

@@ -85,3 +85,11 @@ def test_interleaved_ids_are_read_in_memory(tmp_path, monkeypatch, small_blocks)
     table = _read(path, True, monkeypatch)
     assert not isinstance(table.inputs, LazyInputs)
     assert table.lengths.tolist() == [2, 2]
+
+
+def test_an_unwritable_cache_falls_back_to_memory(tmp_path, monkeypatch, small_blocks):
+    sequences, labels = make_sequences(6, seed=8)
+    path = write_long_csv(tmp_path / "d.csv", sequences, labels)
+    (tmp_path / "cache").write_text("a file where the cache directory should be")
+    table = _read(path, True, monkeypatch)
+    assert not isinstance(table.inputs, LazyInputs) and len(table) == 6
