@@ -21,7 +21,7 @@ import numpy as np
 
 from rnnfc_cli import __version__, checkpoint, data, preprocessing
 from rnnfc_cli.config import ModelConfig, TrainConfig
-from rnnfc_cli.errors import BadInputError
+from rnnfc_cli.errors import BadInputError, ModelDirError, RnnfcError
 from rnnfc_cli.lazy import blocks
 from rnnfc_cli.metrics import Report, classification_report
 
@@ -148,16 +148,7 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
     model = models.build_model(model_config)
     if jax.process_count() > 1 and request.resume:
         raise BadInputError("--resume: not supported in a multi-process run yet")
-    writer = (
-        checkpoint.ModelDirWriter(
-            request.model_dir,
-            force=request.force,
-            resume=request.resume,
-            run_key=_run_key(model_config, request.train, train_arrays, val_arrays),
-        )
-        if jax.process_index() == 0
-        else checkpoint.NullWriter()
-    )
+    writer = _open_writer(request, _run_key(model_config, request.train, train_arrays, val_arrays))
     with writer:
         writer.write_settings(model_config, request.train, prep)
         for name, content in request.extra_files.items():
@@ -207,6 +198,36 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
         )
         writer.commit(summary, result.params, result.best_epoch)
     return summary
+
+
+def _open_writer(request: TrainRequest, run_key: str):
+    """The model directory's writer; in a multi-process run, process 0's, and the others
+    learn whether it could be opened (else they would wait for it in the first step)."""
+    import jax
+
+    def open_it():
+        return checkpoint.ModelDirWriter(
+            request.model_dir, force=request.force, resume=request.resume, run_key=run_key
+        )
+
+    if jax.process_count() == 1:
+        return open_it()
+    from jax.experimental import multihost_utils
+
+    writer, failure = checkpoint.NullWriter(), None
+    if jax.process_index() == 0:
+        try:
+            writer = open_it()
+        except RnnfcError as err:
+            failure = err
+    opened = multihost_utils.broadcast_one_to_all(np.int32(failure is None))
+    if failure is not None:
+        raise failure
+    if not opened:
+        raise ModelDirError(
+            f"{request.model_dir}: process 0 could not open the model directory (see its error)"
+        )
+    return writer
 
 
 def _run_key(model: ModelConfig, config: TrainConfig, *arrays: Any) -> str:

@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,10 @@ class ModelDirWriter:
 
     def __init__(self, target: Path, *, force: bool, resume: bool = False, run_key: str = ""):
         self.target = target
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ModelDirError(f"{target}: cannot create its folder ({err.strerror})") from None
         self.lock = target.parent / f".{target.name}.lock"
         self.staging = staging_dir(target)
         _acquire_lock(self.lock, target)
@@ -126,8 +130,12 @@ class ModelDirWriter:
                 _check_target(target, force or bool(run.get("force")))
             else:
                 _check_target(target, force)
-                self.staging.mkdir()
-                write_json_atomic(self.staging / RESUME_FILE, {"run_key": run_key, "force": force})
+                try:
+                    self.staging.mkdir()
+                    run = {"run_key": run_key, "force": force}
+                    write_json_atomic(self.staging / RESUME_FILE, run)
+                except OSError as err:
+                    raise ModelDirError(f"{self.staging}: cannot write ({err.strerror})") from None
         except BaseException:
             self.lock.unlink(missing_ok=True)
             raise
@@ -166,16 +174,17 @@ class ModelDirWriter:
     def write_settings(
         self, model: ModelConfig, train: TrainConfig, preprocessing: Preprocessing
     ) -> None:
-        write_json_atomic(
-            self.staging / CONFIG_FILE,
-            {
-                "format_version": FORMAT_VERSION,
-                "rnnfc_version": __version__,
-                "model": model.to_dict(),
-                "train": train.to_dict(),
-            },
-        )
-        write_json_atomic(self.staging / PREPROCESSING_FILE, preprocessing.to_dict())
+        config = {
+            "format_version": FORMAT_VERSION,
+            "rnnfc_version": __version__,
+            "model": model.to_dict(),
+            "train": train.to_dict(),
+        }
+        try:
+            write_json_atomic(self.staging / CONFIG_FILE, config)
+            write_json_atomic(self.staging / PREPROCESSING_FILE, preprocessing.to_dict())
+        except OSError as err:
+            raise _save_error(self.staging, err) from None
 
     def write_file(self, name: str, content: bytes) -> None:
         """Write one more file into the model directory (atomically)."""
@@ -260,10 +269,15 @@ class ModelDirWriter:
         shutil.rmtree(self.staging / TRAIN_STATE_DIR, ignore_errors=True)
         (self.staging / RESUME_FILE).unlink(missing_ok=True)
         old = None
-        if self.target.exists():
-            old = self.target.parent / f".{self.target.name}.old-{os.getpid()}"
-            os.replace(self.target, old)
-        os.replace(self.staging, self.target)
+        try:
+            if self.target.exists():
+                old = self.target.parent / f".{self.target.name}.old-{os.getpid()}"
+                os.replace(self.target, old)
+            os.replace(self.staging, self.target)
+        except OSError as err:
+            if old is not None and not self.target.exists():
+                os.replace(old, self.target)  # put the previous model back
+            raise _save_error(self.staging, err) from None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return self.target
@@ -392,24 +406,50 @@ def _save_error(staging: Path, err: Exception) -> SaveFailedError:
     return SaveFailedError(f"{staging}: cannot save ({reason}); {kept}")
 
 
+# A lock file without a process id is being written by its owner, unless it is older.
+_LOCK_WRITE_SECONDS = 10.0
+
+
 def _acquire_lock(lock: Path, target: Path) -> None:
-    """Create ``lock`` holding this process id, or refuse while its owner still runs."""
-    for _ in range(2):
-        try:
-            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            owner = _lock_owner(lock)
-            if owner is not None and _process_exists(owner):
-                raise ModelDirError(
-                    f"{target}: another training (process {owner}) is writing this model "
-                    f"directory; wait for it, or remove {lock} if that process is gone"
-                ) from None
-            lock.unlink(missing_ok=True)  # stale: its process was killed
-            continue
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(f"{os.getpid()}\n")
-        return
-    raise ModelDirError(f"{lock}: cannot take the lock for {target}")
+    """Create ``lock`` holding this process id, or refuse while its owner still runs.
+
+    The id is written to a temporary file that is then hard-linked into place, so the
+    lock never exists without it; a lock left by a process that no longer runs is stale
+    and taken over.
+    """
+    draft = lock.with_name(f"{lock.name}.{os.getpid()}")
+    try:
+        draft.write_text(f"{os.getpid()}\n")
+    except OSError as err:
+        raise ModelDirError(f"{target}: cannot write beside it ({err.strerror})") from None
+    try:
+        for _ in range(2):
+            try:
+                os.link(draft, lock)
+                return
+            except FileExistsError:
+                owner = _lock_owner(lock)
+                if owner is None and _age(lock) < _LOCK_WRITE_SECONDS:
+                    owner = -1  # being written: held
+                if owner is not None and (owner == -1 or _process_exists(owner)):
+                    who = "" if owner == -1 else f" (process {owner})"
+                    raise ModelDirError(
+                        f"{target}: another training{who} is writing this model "
+                        f"directory; wait for it, or remove {lock} if that process is gone"
+                    ) from None
+                lock.unlink(missing_ok=True)  # stale: its process was killed
+            except OSError as err:
+                raise ModelDirError(f"{lock}: cannot take the lock ({err.strerror})") from None
+        raise ModelDirError(f"{lock}: cannot take the lock for {target}")
+    finally:
+        draft.unlink(missing_ok=True)
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return float("inf")
 
 
 def _lock_owner(lock: Path) -> int | None:

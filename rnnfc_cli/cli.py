@@ -17,6 +17,7 @@ import inspect
 import io
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -51,7 +52,8 @@ from rnnfc_cli.errors import (
 )
 
 EXIT_CODES_HELP = (
-    "Exit codes: 0 ok, 1 gate failed or internal error, 2 bad input or usage, 130 interrupted. "
+    "Exit codes: 0 ok, 1 gate failed, training diverged, a save failed (e.g. a full disk), an "
+    "optional package is missing, or an internal error; 2 bad input or usage; 130 interrupted. "
     "Machine settings: RNNFC_CACHE_DIR (compiled programs and error logs, default "
     "~/.cache/rnnfc), RNNFC_DEVICES (default for train --devices)."
 )
@@ -230,6 +232,9 @@ _NOT_SETTINGS = {
     "config",
     "resume",
     "checkpoint_every",
+    "coordinator",
+    "num_processes",
+    "process_id",
 }
 # Settings a resumed run may change: they do not decide its numbers (devices barely do).
 _RESUME_MAY_CHANGE = {"devices"}
@@ -485,11 +490,13 @@ def train(
     if resume:
         settings = _resume_settings(ctx, model_dir, settings)
     request = _train_request(settings, data, model_dir, force, resume, checkpoint_every)
-    if _start_distributed(coordinator, num_processes, process_id):
+    distributed = _start_distributed(coordinator, num_processes, process_id)
+    if distributed:
         import jax
 
-        quiet = quiet or jax.process_index() != 0  # process 0 speaks for the run
-        json_output = json_output and jax.process_index() == 0
+        speaker = jax.process_index() == 0  # process 0 speaks and logs for the run
+        quiet, json_output = quiet or not speaker, json_output and speaker
+        tensorboard = tensorboard if speaker else None
     with contextlib.ExitStack() as stack:
         progress = stack.enter_context(display.TrainingDisplay(quiet=quiet, verbose=verbose))
         callbacks = progress
@@ -500,7 +507,9 @@ def train(
             logger = TensorBoardLogger(tensorboard)
             stack.callback(logger.close)
             callbacks = FanOut(progress, logger)
-        stop = stack.enter_context(_stop_on_signals())
+        # A graceful stop must be agreed by every process of a multi-process run; there,
+        # Ctrl-C ends this process and jax.distributed's health checks end the others.
+        stop = None if distributed else stack.enter_context(_stop_on_signals())
         summary = _train_or_explain(api, dataclasses.replace(request, stop=stop), callbacks)
     if not quiet:
         display.render_train_summary(summary)
@@ -552,12 +561,10 @@ def _train_or_explain(api, request, callbacks) -> dict[str, Any]:
     try:
         return api.train_model(request, callbacks)
     except TrainingInterruptedError as err:
-        how = (
-            f"; continue it with: rnnfc train {request.data} --model-dir {request.model_dir} "
-            "--resume"
-            if err.saved
-            else "; nothing was saved"
+        command = shlex.join(
+            ["rnnfc", "train", request.data, "--model-dir", str(request.model_dir)]
         )
+        how = f"; continue it with: {command} --resume" if err.saved else "; nothing was saved"
         print(f"rnnfc train: {err}{how}", file=sys.stderr)
         raise typer.Exit(err.exit_code) from None
 

@@ -31,6 +31,7 @@ class LazyInputs:
       steps: the padded length of this view (at most ``T``).
       transform: applied to each read block (float64, zeros on padding) with its lengths;
         it returns what the view yields (e.g. scaled float32).
+      features: the columns of ``raw``'s last axis to yield, in order (None: all).
     """
 
     raw: np.ndarray
@@ -38,6 +39,7 @@ class LazyInputs:
     lengths: np.ndarray
     steps: int
     transform: Transform | None = None
+    features: np.ndarray | None = None
 
     @classmethod
     def of(cls, raw: np.ndarray, lengths: np.ndarray) -> LazyInputs:
@@ -46,6 +48,8 @@ class LazyInputs:
     @property
     def shape(self) -> tuple[int, int, int]:
         features = self.raw.shape[2] if self.raw.ndim == 3 else 1
+        if self.features is not None:
+            features = len(self.features)
         return (len(self.rows), self.steps, features)
 
     @property
@@ -68,6 +72,10 @@ class LazyInputs:
     def with_transform(self, transform: Transform) -> LazyInputs:
         return dataclasses.replace(self, transform=transform)
 
+    def with_features(self, order: list[int]) -> LazyInputs:
+        """The same view yielding the features ``order`` of ``raw`` (reordered, or fewer)."""
+        return dataclasses.replace(self, features=np.asarray(order))
+
     def __getitem__(self, key) -> np.ndarray:
         rows_key, time_key = key if isinstance(key, tuple) else (key, slice(None))
         if not isinstance(time_key, slice) or time_key.start not in (None, 0):
@@ -77,12 +85,17 @@ class LazyInputs:
         return self._read(np.atleast_1d(picked), steps)
 
     def _read(self, picked: np.ndarray, steps: int) -> np.ndarray:
+        if len(picked) == 0:
+            return np.zeros((0, steps, self.shape[2]), self.dtype)
         rows = self.rows[picked]
         # Memory maps read fastest in file order; read sorted, then put back in order.
         order = np.argsort(rows, kind="stable")
         _advise(self.raw, contiguous=rows[order[-1]] - rows[order[0]] == len(rows) - 1)
-        block = np.empty((len(rows), steps, self.shape[2]), np.float64)
+        stored = self.raw.shape[2] if self.raw.ndim == 3 else 1
+        block = np.empty((len(rows), steps, stored), np.float64)
         block[order] = np.asarray(self.raw[rows[order], :steps]).reshape(len(rows), steps, -1)
+        if self.features is not None:
+            block = block[:, :, self.features]
         lengths = self.lengths[picked]
         block[np.arange(steps)[None, :] >= lengths[:, None]] = 0.0
         return block if self.transform is None else self.transform(block, lengths)

@@ -130,9 +130,12 @@ def conform(prep: Preprocessing, data: SequenceData) -> SequenceData:
                 f"{list(prep.feature_names)}"
             )
         order = [data.feature_names.index(name) for name in prep.feature_names]
-        return dataclasses.replace(
-            data, inputs=data.inputs[:, :, order], feature_names=prep.feature_names
+        inputs = (
+            data.inputs.with_features(order)
+            if isinstance(data.inputs, LazyInputs)
+            else data.inputs[:, :, order]
         )
+        return dataclasses.replace(data, inputs=inputs, feature_names=prep.feature_names)
     if data.num_features != prep.num_features:
         raise BadInputError(
             f"{data.source}: has {data.num_features} features per step; the model was "

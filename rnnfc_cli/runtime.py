@@ -73,7 +73,9 @@ def configure_jax() -> None:
 
 # Environment variables whose presence (with more than one task) marks a cluster launch
 # that ``jax.distributed.initialize()`` can configure itself.
-_CLUSTER_SIZE_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+# (SLURM_STEP_NUM_TASKS is set by srun, not by sbatch: a plain rnnfc in a batch script
+# allocated several tasks stays a single process.)
+_CLUSTER_SIZE_VARIABLES = ("SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
 
 
 def start_distributed(

@@ -93,3 +93,34 @@ def test_an_unwritable_cache_falls_back_to_memory(tmp_path, monkeypatch, small_b
     (tmp_path / "cache").write_text("a file where the cache directory should be")
     table = _read(path, True, monkeypatch)
     assert not isinstance(table.inputs, LazyInputs) and len(table) == 6
+
+
+def test_a_cached_long_csv_trains_and_predicts_with_columns_in_any_order(
+    tmp_path, monkeypatch, small_blocks
+):
+    from conftest import TINY_MODEL
+
+    from rnnfc_cli import api
+    from rnnfc_cli.config import TrainConfig
+
+    monkeypatch.setattr(csv_cache, "MIN_BYTES", 0)
+    sequences, labels = make_sequences(24, seed=9, features=3)
+    train = write_long_csv(tmp_path / "train.csv", sequences, labels)
+    lines = train.read_text().splitlines()  # the same file with feature columns swapped
+    swapped = [
+        ",".join([*row[:2], row[3], row[2], *row[4:]])
+        for row in (line.split(",") for line in lines)
+    ]
+    (tmp_path / "swapped.csv").write_text("\n".join(swapped) + "\n")
+    api.train_model(
+        api.TrainRequest(
+            data=str(train),
+            model_dir=tmp_path / "m",
+            model_options=TINY_MODEL,
+            train=TrainConfig(epochs=1, batch_size=8, min_steps=0, val_split=0.25),
+        )
+    )
+    same = api.predict(tmp_path / "m", str(train)).proba
+    np.testing.assert_array_equal(
+        api.predict(tmp_path / "m", str(tmp_path / "swapped.csv")).proba, same
+    )

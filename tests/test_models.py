@@ -38,7 +38,7 @@ COMBINATIONS = [
         layers=1 + i % 2,
         layer_norm=i % 3 == 0,
         patch=1 if i % 2 else 3,
-        precision=PRECISIONS[i // 2 % 2],
+        precision=PRECISIONS[i == 4],  # bf16 compiles slowly: one model here, cells below
     )
     for i, (pool, bidirectional) in enumerate(itertools.product(POOLS, (False, True)))
 ] + [
@@ -49,7 +49,6 @@ COMBINATIONS = [
         layers=1,
         layer_norm=False,
         patch=1,
-        precision="bf16",
     )
 ]
 
