@@ -60,14 +60,22 @@ def test_four_devices_train_like_one():
         np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4)
 
 
-def test_train_json_reports_the_devices_used(tiny_data, tmp_path):
+def test_train_uses_every_device_unless_limited_and_reports_it(tiny_data, tmp_path):
+    """All 4 devices by default; RNNFC_DEVICES sets the default; --devices wins over it."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     cmd = [sys.executable, "-m", "rnnfc_cli", "train", str(tiny_data["train_npz"]), "-q", "--json"]
     cmd += ["--hidden", "8", "--dense", "8", "--epochs", "1"]
-    for flags, expected in (([], 4), (["--devices", "2"], 2)):
-        model_dir = tmp_path / f"m{expected}"
+    runs = [
+        ({}, [], 4),
+        ({"RNNFC_DEVICES": "3"}, [], 3),
+        ({"RNNFC_DEVICES": "3"}, ["--devices", "2"], 2),
+    ]
+    for extra_env, flags, expected in runs:
         done = subprocess.run(
-            [*cmd, "-m", str(model_dir), *flags], capture_output=True, text=True, env=env
+            [*cmd, "-m", str(tmp_path / f"m{expected}"), *flags],
+            capture_output=True,
+            text=True,
+            env={**env, **extra_env},
         )
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["devices"] == expected
@@ -78,22 +86,3 @@ def test_train_json_reports_the_devices_used(tiny_data, tmp_path):
         env=env,
     )
     assert refused.returncode == 2 and "--devices 8: only 4" in refused.stderr
-
-
-def test_rnnfc_devices_sets_the_default_and_a_flag_wins(tiny_data, tmp_path):
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-        "RNNFC_DEVICES": "3",
-    }
-    cmd = [sys.executable, "-m", "rnnfc_cli", "train", str(tiny_data["train_npz"]), "-q", "--json"]
-    cmd += ["--hidden", "8", "--dense", "8", "--epochs", "1"]
-    for flags, expected in (([], 3), (["--devices", "1"], 1)):
-        done = subprocess.run(
-            [*cmd, "-m", str(tmp_path / f"m{expected}"), *flags],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout)["devices"] == expected
