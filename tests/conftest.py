@@ -6,6 +6,12 @@ import csv
 import os
 from pathlib import Path
 
+# Tests run tiny models: compiling them dominates the suite, and XLA's backend optimisation
+# (which makes large models fast, not small ones correct) doubles it. Subprocesses inherit it.
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]
+).strip()
+
 import jax
 import numpy as np
 import pytest
