@@ -62,24 +62,19 @@ def cached(file: Path, options: ReadOptions, delimiter: str) -> SequenceData | N
         return None
 
 
-def _open_text(file: Path):
-    with file.open("rb") as handle:
-        head = handle.read(4)
-    encoding = "utf-16" if head.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8-sig"
-    return file.open(encoding=encoding, newline="")
-
-
 def _rows(file: Path, delimiter: str, source: str):
     """(header, iterator of (line number, row)) with the in-memory reader's framing checks."""
-    from rnnfc_cli.data import _check_header, _decode_text, csv_rows
+    from rnnfc_cli.data import _UTF16_BOMS, _check_header, _decode_text, csv_rows
 
     with file.open("rb") as handle:
         prefix = handle.read(65536)
-    if prefix.startswith(b"\x1f\x8b"):
-        raise BadInputError(f"{source}: is gzip-compressed; decompress it first (gunzip)")
-    if b"\n" in prefix:  # the same encoding checks as in memory, on whole first lines
+    utf16 = prefix.startswith(_UTF16_BOMS)
+    if not utf16 and b"\n" in prefix:
+        # The in-memory reader's encoding checks (NUL bytes, UTF-16 without a byte-order
+        # mark) on the first whole lines; UTF-16 is left to the stream's decoder, as a cut
+        # at a newline byte may split one of its characters.
         _decode_text(prefix[: prefix.rindex(b"\n")], source)
-    text = _open_text(file)
+    text = file.open(encoding="utf-16" if utf16 else "utf-8-sig", newline="")
     reader = csv.reader(text, delimiter=delimiter)
     try:
         header = next(reader, None)

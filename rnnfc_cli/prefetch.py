@@ -61,3 +61,4 @@ def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
             yield item
     finally:
         stop.set()
+        thread.join(timeout=1.0)  # it notices ``stop`` within 0.1 s, unless mid-item

@@ -124,3 +124,18 @@ def test_a_cached_long_csv_trains_and_predicts_with_columns_in_any_order(
     np.testing.assert_array_equal(
         api.predict(tmp_path / "m", str(tmp_path / "swapped.csv")).proba, same
     )
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+def test_a_large_utf16_csv_is_cached_like_utf8(tmp_path, monkeypatch, small_blocks, encoding):
+    sequences, labels = make_sequences(12, seed=10)
+    path = write_long_csv(tmp_path / "d.csv", sequences, labels)
+    text = path.read_text()
+    wide = tmp_path / "u.csv"
+    bom = "\ufeff" if encoding == "utf-16-be" else ""  # utf-16 writes its own mark
+    wide.write_bytes((bom + text).encode(encoding))
+    plain = _read(path, False, monkeypatch)
+    cached = _read(wide, True, monkeypatch)
+    assert isinstance(cached.inputs, LazyInputs)
+    np.testing.assert_array_equal(cached.inputs[:], plain.inputs)
+    assert cached.labels.tolist() == plain.labels.tolist()
