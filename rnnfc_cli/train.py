@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -431,8 +430,10 @@ def _train_batches(
     buckets: tuple[int, ...],
     rng: np.random.Generator,
     shardings: tuple[Any, Any] | None = None,
+    skip: int = 0,
 ) -> Iterator[Batch]:
-    """Fixed-shape batches in ``order``, each padded only to its bucket's length.
+    """Fixed-shape batches in ``order``, each padded only to its bucket's length; the
+    first ``skip`` are planned (the generator is consumed alike) but never read.
 
     Sequences keep their shuffled order within a bucket; with several buckets the order
     of the batches is shuffled too, so an epoch does not run from short to long. With
@@ -446,7 +447,7 @@ def _train_batches(
         plan += [(members[s : s + batch_size], steps) for s in range(0, len(members), batch_size)]
     if len(buckets) > 1:
         plan = [plan[i] for i in rng.permutation(len(plan))]
-    for index, steps in plan:
+    for index, steps in plan[skip:]:
         pad = batch_size - len(index)
         weights = np.ones(batch_size, np.float32)
         if pad:
@@ -640,11 +641,10 @@ def fit(
         epoch_rng_state = shuffle.bit_generator.state
         totals, step_losses, bad_step = None, [], None
         order = shuffle.permutation(len(train))
-        batches = _train_batches(train, batch_size, order, buckets, shuffle, shardings)
-        if epoch == first_epoch and skip_batches:
-            totals, bad_step = resumed_totals, resumed_bad_step
-            batches = itertools.islice(batches, skip_batches, None)
         done = skip_batches if epoch == first_epoch else 0
+        if done:
+            totals, bad_step = resumed_totals, resumed_bad_step
+        batches = _train_batches(train, batch_size, order, buckets, shuffle, shardings, done)
         for batch in prefetch(batches):
             state, metrics = step_fn(state, batch, keys)
             totals = metrics if totals is None else totals + metrics
