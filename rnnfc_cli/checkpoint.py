@@ -249,16 +249,7 @@ class ModelDirWriter:
 
         self._close_manager()
         try:
-            (self.staging / CHECKPOINT_DIR).mkdir(exist_ok=True)
-            with ocp.CheckpointManager(
-                (self.staging / CHECKPOINT_DIR).absolute(),
-                options=ocp.CheckpointManagerOptions(
-                    max_to_keep=1,
-                    create=False,  # made above: Orbax cannot with ``active_processes``
-                    enable_async_checkpointing=False,
-                    multiprocessing_options=_this_process_only(),
-                ),
-            ) as manager:
+            with _writing_manager(self.staging / CHECKPOINT_DIR) as manager:
                 manager.save(best_epoch, args=ocp.args.StandardSave(params), force=True)
             write_bytes_atomic(
                 self.staging / INFERENCE_PARAMS_FILE, serialization.msgpack_serialize(params)
@@ -283,19 +274,9 @@ class ModelDirWriter:
         return self.target
 
     def _train_state_manager(self):
-        import orbax.checkpoint as ocp
 
         if self._state_manager is None:
-            (self.staging / TRAIN_STATE_DIR).mkdir(exist_ok=True)
-            self._state_manager = ocp.CheckpointManager(
-                (self.staging / TRAIN_STATE_DIR).absolute(),
-                options=ocp.CheckpointManagerOptions(
-                    max_to_keep=1,
-                    create=False,  # made above: Orbax cannot with ``active_processes``
-                    enable_async_checkpointing=False,
-                    multiprocessing_options=_this_process_only(),
-                ),
-            )
+            self._state_manager = _writing_manager(self.staging / TRAIN_STATE_DIR)
         return self._state_manager
 
     def _close_manager(self) -> None:
@@ -305,6 +286,23 @@ class ModelDirWriter:
                 manager.wait_until_finished()
             finally:
                 manager.close()
+
+
+def _writing_manager(directory: Path):
+    """An Orbax CheckpointManager that keeps one checkpoint in ``directory``, saving
+    synchronously from this process alone."""
+    import orbax.checkpoint as ocp
+
+    directory.mkdir(exist_ok=True)  # Orbax cannot create it with ``active_processes``
+    return ocp.CheckpointManager(
+        directory.absolute(),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1,
+            create=False,
+            enable_async_checkpointing=False,
+            multiprocessing_options=_this_process_only(),
+        ),
+    )
 
 
 def _this_process_only():

@@ -119,11 +119,9 @@ def _advise(array: np.ndarray, contiguous: bool) -> None:
 def blocks(
     inputs, lengths: np.ndarray, rows: int = CHUNK_ROWS
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``inputs`` in blocks of ``rows`` sequences, each as (float64 values with zero
-    padding, their lengths): for statistics and digests over data that need not fit in
-    memory."""
+    """``inputs`` in blocks of ``rows`` sequences, each as (float64 values, their lengths):
+    for statistics and digests over data that need not fit in memory. Padding reads as
+    zero, as every reader and ``LazyInputs`` store it."""
     for start in range(0, len(lengths), rows):
         block = np.asarray(inputs[start : start + rows], dtype=np.float64)
-        block_lengths = lengths[start : start + rows]
-        valid = np.arange(block.shape[1])[None, :] < block_lengths[:, None]
-        yield np.where(valid[:, :, None], block, 0.0), block_lengths
+        yield block, lengths[start : start + rows]

@@ -47,8 +47,14 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"svg.fonttype": "none", "font.size": 10, "axes.spines.top": False})
-    plt.rcParams.update({"axes.spines.right": False})
+    plt.rcParams.update(
+        {
+            "svg.fonttype": "none",
+            "font.size": 10,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+        }
+    )
     return plt
 
 
@@ -241,6 +247,7 @@ def build(model_dir: Path, test: api.Scored | None = None) -> str:
     plt = _pyplot()
     info = api.describe(model_dir)
     summary = info["summary"]
+    validation = _validation(model_dir)
     history = [
         json.loads(line)
         for line in (model_dir / checkpoint.METRICS_FILE).read_text().splitlines()
@@ -253,7 +260,7 @@ def build(model_dir: Path, test: api.Scored | None = None) -> str:
         _score_cards(
             {
                 "accuracy": summary["best_val_accuracy"],
-                "macro_f1": _validation(model_dir).get("macro_f1", float("nan")),
+                "macro_f1": validation.get("macro_f1", float("nan")),
                 "log_loss": summary["best_val_loss"],
                 "n": summary.get("val_data", {}).get("sequences", 0),
             }
@@ -280,7 +287,6 @@ def build(model_dir: Path, test: api.Scored | None = None) -> str:
             if wrong
             else "<p>Every test sequence is classified correctly.</p>"
         )
-    validation = _validation(model_dir)
     if validation:
         parts.append(
             _scores_section(
