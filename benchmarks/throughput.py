@@ -2,9 +2,9 @@
 
 Measures sequences per second of one optimizer step (forward, backward, clipping, AdamW)
 and of inference, for rnnfc's own classifier (built and stepped through its public
-functions ``models.build_model``, ``train.create_train_state`` and ``train.make_ensemble_step``
-/ ``train.make_proba_fn``, or ``train.train_step`` / ``train.make_logits_fn`` in versions
-before ensembles, so the numbers always describe the current implementation) and
+functions ``models.build_model``, ``train.create_train_state``, ``train.make_ensemble_step``
+and ``train.make_proba_fn``, on the devices ``train.fit`` would split the batch over, so the
+numbers always describe the current implementation) and
 for ``torch.nn.LSTM`` / ``torch.nn.GRU`` with a ``nn.Linear`` head of the same sizes: one
 recurrent layer, the last hidden state fed to the head, float32, the same batch on both
 sides, AdamW with rnnfc's default learning rate, weight decay and gradient clipping.
@@ -46,6 +46,7 @@ import torch
 from machine import cpu_model
 
 import rnnfc_cli.train as rt
+from rnnfc_cli import inference
 from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.models import build_model
 
@@ -148,34 +149,29 @@ def _rnnfc_model(cell: str, shape: tuple[int, int, int, int]):
     return build_model(config)
 
 
-def _rnnfc_step() -> tuple[Callable, jax.Array, str]:
-    """rnnfc's compiled train step, its key and a description of the API used.
-
-    rnnfc's training API is moving to a leading ensemble axis (``make_ensemble_step``,
-    ``member_keys``, ``make_proba_fn``); the older single-model API (``train_step``,
-    ``make_logits_fn``) is used where that is what the installed version has.
-    """
-    if hasattr(rt, "make_ensemble_step"):
-        step = rt.make_ensemble_step(np.ones(NUM_CLASSES, np.float32), 0.0)
-        return step, rt.member_keys(0, 1), "make_ensemble_step (ensemble=1)"
-    return jax.jit(rt.train_step, donate_argnums=0), jax.random.key(0), "jit(train_step)"
-
-
-def _rnnfc_infer_fn(model) -> tuple[Callable, str]:
-    """rnnfc's compiled inference function and its name (see ``_rnnfc_step``)."""
-    if hasattr(rt, "make_proba_fn"):
-        return rt.make_proba_fn(model), "make_proba_fn"
-    return rt.make_logits_fn(model), "make_logits_fn"
+def _placement(batch_size: int):
+    """The devices and shardings ``train.fit`` and ``predict`` use for this batch size:
+    on CPU one device per core when they split the batch evenly."""
+    devices = inference.data_devices(0, batch_size)
+    return devices, inference.batch_sharding(devices)
 
 
 def rnnfc_train(cell: str, shape: tuple[int, int, int, int]) -> Callable[[int], None]:
     """A callable running ``n`` compiled rnnfc train steps and waiting for the result."""
     model = _rnnfc_model(cell, shape)
+    _, shardings = _placement(shape[0])
     # A long schedule keeps the learning rate away from zero for the whole benchmark.
-    holder = [rt.create_train_state(model, TrainConfig(), 1_000_000)]
+    state = rt.create_train_state(model, TrainConfig(), 1_000_000)
     x, lengths, labels = _inputs(shape, seed=0)
-    batch = jax.device_put(rt.Batch(x, lengths, labels, np.ones(len(x), np.float32)))
-    step, key, _ = _rnnfc_step()
+    batch = rt.Batch(x, lengths, labels, np.ones(len(x), np.float32))
+    key = inference.member_keys(0, 1)
+    if shardings is None:
+        batch = jax.device_put(batch)
+    else:
+        state, key = inference.place((state, key), shardings[1])
+        batch = jax.device_put(batch, shardings[0])
+    step = rt.make_ensemble_step(np.ones(NUM_CLASSES, np.float32), 0.0, shardings)
+    holder = [state]
 
     def run(n: int) -> None:
         state = holder[0]
@@ -190,10 +186,15 @@ def rnnfc_train(cell: str, shape: tuple[int, int, int, int]) -> Callable[[int], 
 def rnnfc_infer(cell: str, shape: tuple[int, int, int, int]) -> Callable[[int], None]:
     """A callable running ``n`` compiled rnnfc inference calls on one batch."""
     model = _rnnfc_model(cell, shape)
+    _, shardings = _placement(shape[0])
     params = rt.create_train_state(model, TrainConfig(), 1).params
     x, lengths, _ = _inputs(shape, seed=0)
-    x, lengths = jax.device_put((x, lengths))
-    infer, _ = _rnnfc_infer_fn(model)
+    if shardings is None:
+        x, lengths = jax.device_put((x, lengths))
+    else:
+        params = inference.place(params, shardings[1])
+        x, lengths = jax.device_put((x, lengths), shardings[0])
+    infer = inference.make_proba_fn(model)
 
     def run(n: int) -> None:
         for _ in range(n):
@@ -385,7 +386,11 @@ def main(argv: list[str] | None = None) -> int:
         f"float32 {MATMUL_SIZE}^3 matmul: jnp.dot best {peak:.1f} GFLOP/s "
         f"(median {peak_median:.1f}); torch.mm best {torch_peak:.1f} GFLOP/s"
     )
-    say(f"rnnfc API: {_rnnfc_step()[2]}, {_rnnfc_infer_fn(_rnnfc_model('lstm', configs[0]))[1]}")
+    say(
+        "rnnfc devices per batch size (as train/predict place them): "
+        + ", ".join(f"B={b}: {len(_placement(b)[0])}" for b in sorted({c[0] for c in configs}))
+        + f", B={INFER_BATCH}: {len(_placement(INFER_BATCH)[0])}"
+    )
     say(f"rounds {rounds}, ~{target_s} s per side per round, medians; sprd = (max-min)/median")
     say(f"precision: {args.precision}")
     say()

@@ -55,9 +55,17 @@ def make_proba_fn(model: SequenceClassifier) -> ProbaFn:
     return proba_fn
 
 
-def data_devices(count: int = 0) -> list[jax.Device]:
-    """The first ``count`` local devices (all of them for 0); in a multi-process run
-    (``jax.distributed``), every device of every process, and ``count`` is ignored."""
+def data_devices(
+    count: int = 0, batch_size: int | None = None, examples: int | None = None
+) -> list[jax.Device]:
+    """The local devices to split batches of ``batch_size`` (out of ``examples``) over.
+
+    ``count`` > 0 takes the first ``count``. For 0 it is the most, up to all of them,
+    that split such a batch evenly, so the batch size stays what was asked; when one
+    batch holds every example, it is padded to split over all devices instead. In a
+    multi-process run (``jax.distributed``), every device of every process, and
+    ``count`` is ignored.
+    """
     if jax.process_count() > 1:
         return jax.devices()
     available = jax.local_devices()
@@ -65,6 +73,11 @@ def data_devices(count: int = 0) -> list[jax.Device]:
         raise BadInputError(
             f"--devices {count}: only {len(available)} {jax.default_backend()} device(s) here"
         )
+    if count == 0 and batch_size is not None:
+        if examples is not None and examples <= batch_size:
+            count = min(len(available), examples)
+        else:
+            count = max(d for d in range(1, len(available) + 1) if batch_size % d == 0)
     return available[: count or len(available)]
 
 
@@ -95,10 +108,10 @@ def member_proba(
     devices: list[jax.Device] | None = None,
 ) -> np.ndarray:
     """Each member's class probabilities, float64[members, n, classes], in fixed batches
-    split over ``devices`` (default: every local device)."""
-    devices = devices or jax.local_devices()
-    shardings = batch_sharding(devices)
+    split over ``devices`` (default: as many local devices as split a batch evenly)."""
     n = len(inputs)
+    devices = devices or data_devices(0, batch_size, n)
+    shardings = batch_sharding(devices)
     batch_size = device_batch_size(batch_size, n, devices)
     if shardings is not None:
         params = place(params, shardings[1])

@@ -19,11 +19,28 @@ CACHE_ENV = "RNNFC_CACHE_DIR"
 # scheduler runs them one after the other.
 _XLA_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
 
+# XLA:CPU runs a recurrent scan's per-step matrix products on one core (they are too
+# small for its intra-op threading), so a training step used one core of several. One
+# CPU device per core, with batches split over them, runs the scans side by side.
+_CPU_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (its affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity masks
+        return os.cpu_count() or 1
+
 
 def set_xla_flags() -> None:
-    """Add rnnfc's XLA flags to ``XLA_FLAGS``; must run before JAX starts its backend."""
+    """Add rnnfc's XLA flags to ``XLA_FLAGS``; must run before JAX starts its backend.
+
+    A flag already in ``XLA_FLAGS`` (a device count, say) is left as the user set it.
+    """
     flags = os.environ.get("XLA_FLAGS", "")
-    missing = [f for f in _XLA_FLAGS if f.split("=")[0] not in flags]
+    wanted = (*_XLA_FLAGS, f"{_CPU_DEVICES_FLAG}={cpu_cores()}")
+    missing = [f for f in wanted if f.split("=")[0] not in flags]
     if missing:
         os.environ["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
 

@@ -11,6 +11,7 @@ epoch, never per step.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import threading
@@ -24,6 +25,7 @@ import numpy as np
 import optax
 from flax import struct
 from flax.training import train_state
+from jax.sharding import NamedSharding
 
 from rnnfc_cli.config import TrainConfig
 from rnnfc_cli.errors import TrainingDivergedError, TrainingInterruptedError
@@ -111,26 +113,22 @@ def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray
     return weights.astype(np.float32)
 
 
-def weighted_loss(
-    logits: jax.Array,
-    batch: Batch,
-    weights_by_class: jax.Array,
-    label_smoothing: float,
-) -> tuple[jax.Array, Metrics]:
-    """Loss = sum_i m_i w_{y_i} CE_i / sum_i m_i, with m the padding mask and w the class
-    weights; CE is against labels smoothed by ``label_smoothing``.
-    """
+def weighted_loss_sums(
+    logits: jax.Array, batch: Batch, weights_by_class: jax.Array, label_smoothing: float
+) -> Metrics:
+    """Sums whose ratio ``loss_sum / count`` is the training loss
+    sum_i m_i w_{y_i} CE_i / sum_i m_i, with m the padding mask and w the class weights;
+    CE is against labels smoothed by ``label_smoothing``."""
     targets = jax.nn.one_hot(batch.labels, logits.shape[-1])
     if label_smoothing > 0:
         targets = optax.smooth_labels(targets, label_smoothing)
     losses = optax.softmax_cross_entropy(logits, targets)
     example_weights = batch.weights * weights_by_class[batch.labels]
-    metrics = Metrics(
+    return Metrics(
         loss_sum=(losses * example_weights).sum(),
         correct=((jnp.argmax(logits, -1) == batch.labels) * batch.weights).sum(),
         count=batch.weights.sum(),
     )
-    return metrics.loss_sum / jnp.maximum(metrics.count, 1.0), metrics
 
 
 def train_step(
@@ -139,11 +137,22 @@ def train_step(
     key: jax.Array,
     weights_by_class: jax.Array,
     label_smoothing: float = 0.0,
+    axis_name: str | None = None,
 ) -> tuple[train_state.TrainState, Metrics]:
-    """One optimizer step of one ensemble member on ``batch``."""
-    dropout_key = jax.random.fold_in(key, state.step)
+    """One optimizer step of one ensemble member on ``batch``: loss_sum / count of
+    ``weighted_loss_sums``.
 
-    def loss_fn(params):
+    The gradient is taken of the loss sum and divided by the example count afterwards,
+    so that with ``axis_name`` (inside ``shard_map``, ``batch`` being this device's
+    share) one sum over the devices, of gradients and metrics together, gives the whole
+    batch's: every collective is a rendezvous of the devices' threads. Each device
+    draws its own dropout masks.
+    """
+    dropout_key = jax.random.fold_in(key, state.step)
+    if axis_name is not None:
+        dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
+
+    def loss_sum_fn(params):
         logits = state.apply_fn(
             {"params": params},
             batch.inputs,
@@ -151,22 +160,72 @@ def train_step(
             train=True,
             rngs={"dropout": dropout_key},
         )
-        return weighted_loss(logits, batch, weights_by_class, label_smoothing)
+        metrics = weighted_loss_sums(logits, batch, weights_by_class, label_smoothing)
+        return metrics.loss_sum, metrics
 
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads, metrics = jax.grad(loss_sum_fn, has_aux=True)(state.params)
+    if axis_name is not None:
+        grads, metrics = jax.lax.psum((grads, metrics), axis_name)
+    scale = 1.0 / jnp.maximum(metrics.count, 1.0)
+    grads = jax.tree.map(lambda g: g * scale, grads)
     return state.apply_gradients(grads=grads), metrics
 
 
 def make_ensemble_step(
-    weights_by_class: np.ndarray, label_smoothing: float
+    weights_by_class: np.ndarray,
+    label_smoothing: float,
+    shardings: tuple[NamedSharding, NamedSharding] | None = None,
 ) -> Callable[[train_state.TrainState, Batch, jax.Array], tuple[train_state.TrainState, Metrics]]:
-    """The compiled step for stacked states: every member, the same batch, its own key."""
+    """The compiled step for stacked states: every member, the same batch, its own key.
+
+    With ``shardings`` (from ``batch_sharding``), the batch arrives split over the
+    devices and each device runs the step on its share under ``shard_map``, with one
+    gradient sum at the end. Left to XLA's automatic partitioning, the weight gradients
+    were summed across devices at every time step of the backward scan, which made two
+    CPU devices no faster than one; this way they run side by side.
+    """
     step = functools.partial(
         train_step,
         weights_by_class=jnp.asarray(weights_by_class),
         label_smoothing=label_smoothing,
     )
-    return jax.jit(jax.vmap(step, in_axes=(0, None, 0)), donate_argnums=0)
+    if shardings is None:
+        return jax.jit(jax.vmap(step, in_axes=(0, None, 0)), donate_argnums=0)
+    split, replicated = shardings
+    axis = split.spec[0]
+    members = jax.vmap(functools.partial(step, axis_name=axis), in_axes=(0, None, 0))
+    sharded = jax.shard_map(
+        members,
+        mesh=split.mesh,
+        in_specs=(replicated.spec, split.spec, replicated.spec),
+        out_specs=replicated.spec,
+        # Flax's scanned carries start device-invariant and become per-device.
+        check_vma=False,
+    )
+    return _bounded_queue(jax.jit(sharded, donate_argnums=0), STEPS_IN_FLIGHT)
+
+
+# Steps a multi-device train step may run ahead of the host. Several CPU devices in one
+# process sum gradients through an in-process rendezvous; with a hundred or more steps
+# queued (JAX dispatches asynchronously), XLA:CPU (jax 0.10) left one device waiting at
+# the rendezvous for ever and aborted the process after 40 s. Two steps in flight keep
+# the host's batch preparation overlapped with the computation and never hung in
+# stress runs; one at a time cost about 10 % on small batches.
+STEPS_IN_FLIGHT = 2
+
+
+def _bounded_queue(step_fn: Callable, depth: int) -> Callable:
+    """``step_fn`` that waits, after each call, until at most ``depth`` calls are unfinished."""
+    pending: collections.deque = collections.deque()
+
+    def step(state, batch, keys):
+        state, metrics = step_fn(state, batch, keys)
+        pending.append(metrics.count)
+        while len(pending) >= depth:
+            jax.block_until_ready(pending.popleft())
+        return state, metrics
+
+    return step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -582,14 +641,15 @@ def fit(
       stop: when set (by a signal handler), training snapshots after the current step
         and raises ``TrainingInterruptedError``.
     """
-    devices = data_devices(config.devices)
+    devices = data_devices(config.devices, config.batch_size, len(train))
     batch_size = device_batch_size(config.batch_size, len(train), devices)
     longest = (int(train.lengths.max()),)
     buckets = length_buckets(train.lengths, batch_size) if config.length_buckets else longest
     steps_per_epoch = int(bucket_batches(train.lengths, buckets, batch_size).sum())
     state = create_train_state(model, config, config.epochs * steps_per_epoch)
     weights = class_weights(train.labels, model.num_classes, config.class_weight)
-    step_fn = make_ensemble_step(weights, config.label_smoothing)
+    shardings = batch_sharding(devices)
+    step_fn = make_ensemble_step(weights, config.label_smoothing, shardings)
     proba_fn = make_proba_fn(model)
     keys = member_keys(config.seed, config.ensemble)
     shuffle = np.random.default_rng(config.seed)
@@ -605,7 +665,6 @@ def fit(
         first_epoch, skip_batches = snapshot.epoch, snapshot.batches_done
         resumed_totals, resumed_bad_step = snapshot.totals, snapshot.bad_step
         seconds_before = snapshot.train_seconds
-    shardings = batch_sharding(devices)
     if shardings is not None:
         state, keys = place((state, keys), shardings[1])
     callbacks.on_start(config.epochs, steps_per_epoch)

@@ -34,7 +34,7 @@ config = TrainConfig(epochs=3, batch_size=16, min_steps=0, patience=100)
 result = fit(model, config, data, data, SilentCallbacks())
 leaves = [np.asarray(p).ravel().tolist() for p in jax.tree.leaves(result.params)]
 print(json.dumps({"devices": result.devices, "steps": result.steps, "params": leaves,
-                  "processes": jax.process_count()}))
+                  "processes": jax.process_count(), "local": jax.local_device_count()}))
 """
 
 
@@ -44,8 +44,10 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _start(args: list[str]) -> subprocess.Popen:
+def _start(args: list[str], cpu_devices: int | None = None) -> subprocess.Popen:
     env = {**os.environ, "NO_COLOR": "1"}
+    if cpu_devices is not None:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={cpu_devices}"
     return subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
@@ -63,7 +65,9 @@ def test_two_processes_train_identically_and_like_one():
     runs = [_start([sys.executable, "-c", _FIT, tests, coordinator, str(i)]) for i in (0, 1)]
     single = _start([sys.executable, "-c", _FIT, tests])
     first, second, alone = (json.loads(_finish(p).splitlines()[-1]) for p in (*runs, single))
-    assert (first["processes"], first["devices"], alone["devices"]) == (2, 2, 1)
+    # Each process splits its share over its own CPU devices (one per core).
+    assert first["processes"] == 2 and first["devices"] == 2 * first["local"]
+    assert alone["devices"] == alone["local"]
     assert first["steps"] == second["steps"] == alone["steps"] == 9
     assert first["params"] == second["params"]  # in step, bit for bit
     for a, b in zip(first["params"], alone["params"], strict=True):
@@ -76,7 +80,10 @@ def test_the_cli_writes_one_model_directory_from_process_0(tiny_data, tmp_path):
     command = [sys.executable, "-m", "rnnfc_cli", "train", str(tiny_data["train_npz"])]
     command += ["-m", str(model_dir), "--hidden", "8", "--dense", "8", "--epochs", "2"]
     command += ["--batch-size", "8", "--json", "--coordinator", coordinator]
-    runs = [_start([*command, "--num-processes", "2", "--process-id", str(i)]) for i in (0, 1)]
+    runs = [
+        _start([*command, "--num-processes", "2", "--process-id", str(i)], cpu_devices=1)
+        for i in (0, 1)
+    ]
     outputs = [_finish(p) for p in runs]
     summary = json.loads(outputs[0])
     assert summary["processes"] == 2 and summary["devices"] == 2

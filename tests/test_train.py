@@ -24,7 +24,7 @@ from rnnfc_cli.train import (
     member_keys,
     member_proba,
     predict_proba,
-    weighted_loss,
+    weighted_loss_sums,
 )
 
 
@@ -105,12 +105,14 @@ def test_class_weights_and_label_smoothing_change_the_loss_as_defined():
     np.testing.assert_array_equal(class_weights(labels, 2, "none"), [1, 1])
     logits = np.array([[2.0, -1.0], [0.5, 0.1], [-1.0, 1.0], [0.2, 0.3], [5.0, 5.0]])
     batch = Batch(None, None, np.array([0, 0, 0, 1, 1]), np.array([1, 1, 1, 1, 0.0]))
-    loss, metrics = weighted_loss(logits, batch, weights, 0.1)
+    metrics = weighted_loss_sums(logits, batch, weights, 0.1)
+    loss = metrics.loss_sum / metrics.count
     targets = np.eye(2)[batch.labels] * 0.9 + 0.05
     ce = -(targets * jax.nn.log_softmax(logits)).sum(axis=1)
     expected = (ce * batch.weights * weights[batch.labels]).sum() / 4
     np.testing.assert_allclose(loss, expected, rtol=1e-6)
-    plain, _ = weighted_loss(logits, batch, np.ones(2), 0.0)
+    plain_sums = weighted_loss_sums(logits, batch, np.ones(2), 0.0)
+    plain = plain_sums.loss_sum / plain_sums.count
     ce_plain = optax.softmax_cross_entropy_with_integer_labels(logits, batch.labels)
     np.testing.assert_allclose(plain, (ce_plain * batch.weights).sum() / 4, rtol=1e-6)
     assert float(metrics.count) == 4
