@@ -55,14 +55,23 @@ def make_proba_fn(model: SequenceClassifier) -> ProbaFn:
     return proba_fn
 
 
+# On CPU a device's share of a batch must be at least this many rows for splitting to
+# pay: below it, the per-step work of each device's scan is too small to outweigh the
+# gradient sum (measured with benchmarks/throughput.py: 2 devices ran 64-row LSTM/GRU
+# batches 1.3-2x faster than 1; 32-row batches no faster, sample_data's default model
+# slower).
+MIN_ROWS_PER_CPU_DEVICE = 32
+
+
 def data_devices(
     count: int = 0, batch_size: int | None = None, examples: int | None = None
 ) -> list[jax.Device]:
     """The local devices to split batches of ``batch_size`` (out of ``examples``) over.
 
     ``count`` > 0 takes the first ``count``. For 0 it is the most, up to all of them,
-    that split such a batch evenly, so the batch size stays what was asked; when one
-    batch holds every example, it is padded to split over all devices instead. In a
+    that split such a batch evenly (on CPU, into shares of at least
+    ``MIN_ROWS_PER_CPU_DEVICE`` rows), so the batch size stays what was asked; when one
+    batch holds every example, it is padded to split over the devices instead. In a
     multi-process run (``jax.distributed``), every device of every process, and
     ``count`` is ignored.
     """
@@ -74,10 +83,14 @@ def data_devices(
             f"--devices {count}: only {len(available)} {jax.default_backend()} device(s) here"
         )
     if count == 0 and batch_size is not None:
+        rows = min(batch_size, examples) if examples is not None else batch_size
+        limit = len(available)
+        if available[0].platform == "cpu":
+            limit = max(1, min(limit, rows // MIN_ROWS_PER_CPU_DEVICE))
         if examples is not None and examples <= batch_size:
-            count = min(len(available), examples)
+            count = min(limit, examples)
         else:
-            count = max(d for d in range(1, len(available) + 1) if batch_size % d == 0)
+            count = max(d for d in range(1, limit + 1) if batch_size % d == 0)
     return available[: count or len(available)]
 
 

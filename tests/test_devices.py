@@ -60,19 +60,26 @@ def test_four_devices_train_like_one():
         np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4)
 
 
-def test_train_uses_every_device_unless_limited_and_reports_it(tiny_data, tmp_path):
-    """All 4 devices by default; RNNFC_DEVICES sets the default; --devices wins over it."""
+def test_train_uses_every_device_unless_limited_and_reports_it(tmp_path):
+    """Auto: as many devices as split the batch into shares of >= 32 rows on CPU (128-row
+    batches: all 4; 32-row: 1). RNNFC_DEVICES sets the default; --devices wins over it."""
+    from conftest import make_sequences, padded
+
+    seqs, labels = make_sequences(256, seed=4)
+    data = tmp_path / "train.npz"
+    np.savez(data, X=padded(seqs), y=np.array(labels))
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    cmd = [sys.executable, "-m", "rnnfc_cli", "train", str(tiny_data["train_npz"]), "-q", "--json"]
+    cmd = [sys.executable, "-m", "rnnfc_cli", "train", str(data), "-q", "--json"]
     cmd += ["--hidden", "8", "--dense", "8", "--epochs", "1"]
     runs = [
-        ({}, [], 4),
+        ({}, ["--batch-size", "128"], 4),
+        ({}, ["--batch-size", "32"], 1),
         ({"RNNFC_DEVICES": "3"}, [], 3),
         ({"RNNFC_DEVICES": "3"}, ["--devices", "2"], 2),
     ]
-    for extra_env, flags, expected in runs:
+    for run, (extra_env, flags, expected) in enumerate(runs):
         done = subprocess.run(
-            [*cmd, "-m", str(tmp_path / f"m{expected}"), *flags],
+            [*cmd, "-m", str(tmp_path / f"m{run}"), *flags],
             capture_output=True,
             text=True,
             env={**env, **extra_env},
