@@ -402,7 +402,8 @@ def train(
             "--devices",
             min=0,
             envvar="RNNFC_DEVICES",
-            help="Split batches over this many local devices (0: all).",
+            help="Split batches over this many local devices (0: as many as divide the batch;"
+            " on CPU, one per core, shares of at least 32 rows).",
         ),
     ] = _TRAIN.devices,
     buckets: Annotated[
