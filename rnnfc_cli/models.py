@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from rnnfc_cli.config import ModelConfig
 
-_CELLS = {"gru": nn.GRUCell, "rnn": nn.SimpleCell}  # the LSTM has its own fused step
+_CELLS = {"rnn": nn.SimpleCell}  # the LSTM and GRU have fused steps of their own
 
 
 def valid_mask(lengths: jax.Array, steps: int) -> jax.Array:
@@ -103,43 +103,107 @@ class _LSTMWeights(nn.Module):
         return kernel, jnp.concatenate([b for _, b in h_side])
 
 
-class _LSTMScope(nn.Module):
-    """Keeps the LSTM's parameters at ``rnn_i/scan/cell/...``, their path from when Flax's
-    cell ran inside the scan (named "scan"); the fused step's scan is named "steps"."""
+class _GRUWeights(nn.Module):
+    """The GRU's weights, laid out as Flax's ``GRUCell`` lays them out (input kernels with
+    biases ``ir, iz, in``; recurrent kernels ``hr, hz`` and ``hn`` with a bias; the same
+    initialisers), so models saved before the fused step load unchanged.
+
+    Returns them fused, gates in the order r, z, n: the input kernel [inputs, 3 * hidden]
+    with its bias, and the recurrent kernel [hidden, 3 * hidden] with its bias (zero but
+    for ``hn``'s, which sits inside the reset gate's product).
+    """
 
     inputs: int
     hidden: int
 
     @nn.compact
-    def __call__(self) -> tuple[jax.Array, jax.Array]:
-        return _LSTMWeights(self.inputs, self.hidden, name="cell")()
+    def __call__(self) -> tuple[jax.Array, ...]:
+        gates = "rzn"
+        x_side = [
+            _GateWeights(
+                self.inputs, self.hidden, nn.initializers.lecun_normal(), True, name=f"i{g}"
+            )()
+            for g in gates
+        ]
+        h_side = [
+            _GateWeights(
+                self.hidden, self.hidden, nn.initializers.orthogonal(), g == "n", name=f"h{g}"
+            )()
+            for g in gates
+        ]
+        no_bias = jnp.zeros((2 * self.hidden,), h_side[2][1].dtype)
+        return (
+            jnp.concatenate([k for k, _ in x_side], axis=1),
+            jnp.concatenate([b for _, b in x_side]),
+            jnp.concatenate([k for k, _ in h_side], axis=1),
+            jnp.concatenate([no_bias, h_side[2][1]]),
+        )
+
+
+_WEIGHTS = {"lstm": _LSTMWeights, "gru": _GRUWeights}
+
+
+class _CellScope(nn.Module):
+    """Keeps a fused cell's parameters at ``rnn_i/scan/cell/...``, their path from when
+    Flax's cell ran inside the scan (named "scan"); the fused step's scan is "steps"."""
+
+    cell_type: str
+    inputs: int
+    hidden: int
+
+    @nn.compact
+    def __call__(self) -> tuple[jax.Array, ...]:
+        return _WEIGHTS[self.cell_type](self.inputs, self.hidden, name="cell")()
+
+
+def _product(x: jax.Array, kernel: jax.Array, dtype: jnp.dtype | None) -> jax.Array:
+    """``x @ kernel`` in float32, or from ``dtype`` inputs with a float32 result: XLA:CPU
+    runs a bfloat16 product 1.8x faster than float32 that way, and slower with a
+    bfloat16 result (what Flax's cells ask for)."""
+    if dtype is not None:
+        x, kernel = x.astype(dtype), kernel.astype(dtype)
+    return jnp.dot(x, kernel, preferred_element_type=jnp.float32)
 
 
 class _FusedLSTMStep(nn.Module):
     """One LSTM step as one matrix product of ``[x, h]`` with the fused kernel, leaving
     the carry untouched where the step is padding.
 
-    The kernel comes in from outside the scan (a broadcast input), so the backward pass
+    The weights come in from outside the scan (broadcast inputs), so the backward pass
     accumulates one kernel gradient per step, not eight slices of it: Flax's
     ``OptimizedLSTMCell`` does two products and splits the gradients by gate, which made
-    small batches and per-core devices markedly slower here. With ``dtype`` bfloat16 the
-    product takes bfloat16 inputs and returns float32 (``preferred_element_type``): XLA:CPU
-    runs that form 1.8x faster than float32, and a bfloat16 result slower.
+    small batches and per-core devices markedly slower here.
     """
 
     dtype: jnp.dtype | None = None
 
     def __call__(self, carry, x, valid, kernel, bias):
         c, h = carry
-        xh = jnp.concatenate([x, h], axis=-1)
-        if self.dtype is not None:
-            xh, kernel = xh.astype(self.dtype), kernel.astype(self.dtype)
-        z = jnp.dot(xh, kernel, preferred_element_type=jnp.float32) + bias
+        z = _product(jnp.concatenate([x, h], axis=-1), kernel, self.dtype) + bias
         i, f, g, o = jnp.split(z, 4, axis=-1)
         new_c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
         new_h = nn.sigmoid(o) * jnp.tanh(new_c)
         keep = valid[:, None]
         return (jnp.where(keep, new_c, c), jnp.where(keep, new_h, h)), new_h
+
+
+class _FusedGRUStep(nn.Module):
+    """One GRU step (Flax's ``GRUCell`` equations) as two products, one per side, with
+    weights from outside the scan; the carry is left untouched on padding."""
+
+    dtype: jnp.dtype | None = None
+
+    def __call__(self, h, x, valid, x_kernel, x_bias, h_kernel, h_bias):
+        zx = _product(x, x_kernel, self.dtype) + x_bias
+        zh = _product(h, h_kernel, self.dtype) + h_bias
+        xr, xz, xn = jnp.split(zx, 3, axis=-1)
+        hr, hz, hn = jnp.split(zh, 3, axis=-1)
+        r, z = nn.sigmoid(xr + hr), nn.sigmoid(xz + hz)
+        new_h = (1.0 - z) * jnp.tanh(xn + r * hn) + z * h
+        return jnp.where(valid[:, None], new_h, h), new_h
+
+
+_STEPS = {"lstm": _FusedLSTMStep, "gru": _FusedGRUStep}
 
 
 class RecurrentLayer(nn.Module):
@@ -169,19 +233,18 @@ class RecurrentLayer(nn.Module):
         """
         batch = inputs.shape[0]
         zeros = jnp.zeros((batch, self.hidden), jnp.float32)
-        if self.cell_type == "lstm":
-            kernel, bias = _LSTMScope(inputs.shape[-1], self.hidden, name="scan")()
+        if self.cell_type in _STEPS:
+            weights = _CellScope(self.cell_type, inputs.shape[-1], self.hidden, name="scan")()
             scan = nn.scan(
-                _FusedLSTMStep,
+                _STEPS[self.cell_type],
                 variable_broadcast="params",
                 split_rngs={"params": False},
-                in_axes=(1, 1, nn.broadcast, nn.broadcast),
+                in_axes=(1, 1) + (nn.broadcast,) * len(weights),
                 out_axes=1,
             )
-            (_, last), outputs = scan(self.dtype, name="steps")(
-                (zeros, zeros), inputs, valid, kernel, bias
-            )
-            return last, outputs
+            carry = (zeros, zeros) if self.cell_type == "lstm" else zeros
+            carry, outputs = scan(self.dtype, name="steps")(carry, inputs, valid, *weights)
+            return (carry[1] if self.cell_type == "lstm" else carry), outputs
         scan = nn.scan(
             _MaskedStep,
             variable_broadcast="params",
