@@ -234,3 +234,31 @@ def test_length_buckets_cut_padding_and_each_example_appears_once_per_epoch():
         padded_steps += batch.inputs.shape[0] * batch.inputs.shape[1]
     assert sorted(seen) == sorted(lengths.tolist())
     assert padded_steps < 0.5 * len(lengths) * lengths.max()
+
+
+def test_multi_device_steps_never_run_more_than_two_ahead_of_the_host():
+    """More queued multi-device steps hung XLA:CPU's collectives (see STEPS_IN_FLIGHT)."""
+    from types import SimpleNamespace
+
+    from rnnfc_cli.train import STEPS_IN_FLIGHT, _bounded_queue
+
+    waited: list[int] = []
+
+    class Pending:
+        def __init__(self, number):
+            self.number = number
+
+        def block_until_ready(self):
+            waited.append(self.number)
+            return self
+
+    calls = iter(range(10))
+
+    def step(state, batch, keys):
+        return state, SimpleNamespace(count=Pending(next(calls)))
+
+    bounded = _bounded_queue(step, STEPS_IN_FLIGHT)
+    for issued in range(10):
+        bounded(None, None, None)
+        # Every step but the last STEPS_IN_FLIGHT - 1 has been waited for, in order.
+        assert waited == list(range(issued + 2 - STEPS_IN_FLIGHT))
