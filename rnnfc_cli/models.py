@@ -16,8 +16,6 @@ import jax.numpy as jnp
 
 from rnnfc_cli.config import ModelConfig
 
-_CELLS = {"rnn": nn.SimpleCell}  # the LSTM and GRU have fused steps of their own
-
 
 def valid_mask(lengths: jax.Array, steps: int) -> jax.Array:
     """bool[batch, steps]: True where a step lies inside its sequence."""
@@ -27,35 +25,20 @@ def valid_mask(lengths: jax.Array, steps: int) -> jax.Array:
 PRECISIONS = {"float32": None, "bf16": jnp.bfloat16}
 
 
-class _MaskedStep(nn.Module):
-    """One cell step that leaves the carry untouched where the step is padding.
-
-    Attributes:
-      cell_type: key of ``_CELLS``.
-      hidden: state size.
-      dtype: the cell's matrix-product input type (None: float32). The carry stays
-        float32 whatever it is, so the state accumulates at full precision.
-    """
-
-    cell_type: str
-    hidden: int
-    dtype: jnp.dtype | None = None
-
-    @nn.compact
-    def __call__(self, carry, inputs):
-        x, valid = inputs
-        cell = _CELLS[self.cell_type](features=self.hidden, dtype=self.dtype, name="cell")
-        new_carry, output = cell(carry, x)
-        carry = jax.tree.map(
-            lambda new, old: jnp.where(valid[:, None], new.astype(old.dtype), old),
-            new_carry,
-            carry,
-        )
-        return carry, output.astype(jnp.float32)
+# Flax's cells, by the parameters they hold: their gates (parameter names are "i" or "h"
+# plus the gate), whether the input side has biases, and the gates whose recurrent side
+# has one. rnnfc's fused steps keep this layout and Flax's initialisers, so models saved
+# while rnnfc ran Flax's own cells load unchanged.
+_FLAX_LAYOUT = {
+    "lstm": (("i", "f", "g", "o"), False, ("i", "f", "g", "o")),  # OptimizedLSTMCell
+    "gru": (("r", "z", "n"), True, ("n",)),  # GRUCell
+    "rnn": (("",), True, ()),  # SimpleCell: one "gate", parameters "i" and "h"
+}
 
 
 class _GateWeights(nn.Module):
-    """One gate's kernel (and bias) as Flax's ``Dense`` would hold it."""
+    """One gate's kernel and bias as Flax's ``Dense`` would hold them (a bias of zeros,
+    not a parameter, where Flax has none)."""
 
     inputs: int
     hidden: int
@@ -63,89 +46,17 @@ class _GateWeights(nn.Module):
     use_bias: bool
 
     @nn.compact
-    def __call__(self) -> tuple[jax.Array, jax.Array | None]:
-        kernel = self.param("kernel", self.kernel_init, (self.inputs, self.hidden))
-        bias = self.param("bias", nn.initializers.zeros, (self.hidden,)) if self.use_bias else None
-        return kernel, bias
-
-
-class _LSTMWeights(nn.Module):
-    """The LSTM's weights, laid out as Flax's ``OptimizedLSTMCell`` lays them out (input
-    kernels ``ii, if, ig, io``; recurrent kernels with biases ``hi, hf, hg, ho``; the
-    same initialisers), so models saved before the fused step load unchanged.
-
-    Returns them fused: kernel [inputs + hidden, 4 * hidden] acting on ``[x, h]`` and
-    bias [4 * hidden], gates in the order i, f, g, o.
-    """
-
-    inputs: int
-    hidden: int
-
-    @nn.compact
     def __call__(self) -> tuple[jax.Array, jax.Array]:
-        gates = "ifgo"
-        x_side = [
-            _GateWeights(
-                self.inputs, self.hidden, nn.initializers.lecun_normal(), False, name=f"i{g}"
-            )()[0]
-            for g in gates
-        ]
-        h_side = [
-            _GateWeights(
-                self.hidden, self.hidden, nn.initializers.orthogonal(), True, name=f"h{g}"
-            )()
-            for g in gates
-        ]
-        kernel = jnp.concatenate(
-            [jnp.concatenate(x_side, axis=1), jnp.concatenate([k for k, _ in h_side], axis=1)],
-            axis=0,
-        )
-        return kernel, jnp.concatenate([b for _, b in h_side])
+        kernel = self.param("kernel", self.kernel_init, (self.inputs, self.hidden))
+        if not self.use_bias:
+            return kernel, jnp.zeros((self.hidden,), kernel.dtype)
+        return kernel, self.param("bias", nn.initializers.zeros, (self.hidden,))
 
 
-class _GRUWeights(nn.Module):
-    """The GRU's weights, laid out as Flax's ``GRUCell`` lays them out (input kernels with
-    biases ``ir, iz, in``; recurrent kernels ``hr, hz`` and ``hn`` with a bias; the same
-    initialisers), so models saved before the fused step load unchanged.
-
-    Returns them fused, gates in the order r, z, n: the input kernel [inputs, 3 * hidden]
-    with its bias, and the recurrent kernel [hidden, 3 * hidden] with its bias (zero but
-    for ``hn``'s, which sits inside the reset gate's product).
-    """
-
-    inputs: int
-    hidden: int
-
-    @nn.compact
-    def __call__(self) -> tuple[jax.Array, ...]:
-        gates = "rzn"
-        x_side = [
-            _GateWeights(
-                self.inputs, self.hidden, nn.initializers.lecun_normal(), True, name=f"i{g}"
-            )()
-            for g in gates
-        ]
-        h_side = [
-            _GateWeights(
-                self.hidden, self.hidden, nn.initializers.orthogonal(), g == "n", name=f"h{g}"
-            )()
-            for g in gates
-        ]
-        no_bias = jnp.zeros((2 * self.hidden,), h_side[2][1].dtype)
-        return (
-            jnp.concatenate([k for k, _ in x_side], axis=1),
-            jnp.concatenate([b for _, b in x_side]),
-            jnp.concatenate([k for k, _ in h_side], axis=1),
-            jnp.concatenate([no_bias, h_side[2][1]]),
-        )
-
-
-_WEIGHTS = {"lstm": _LSTMWeights, "gru": _GRUWeights}
-
-
-class _CellScope(nn.Module):
-    """Keeps a fused cell's parameters at ``rnn_i/scan/cell/...``, their path from when
-    Flax's cell ran inside the scan (named "scan"); the fused step's scan is "steps"."""
+class _CellWeights(nn.Module):
+    """A cell's weights in Flax's layout (``_FLAX_LAYOUT``), returned with the gates side
+    by side: input kernel [inputs, gates * hidden] and bias, recurrent kernel
+    [hidden, gates * hidden] and bias."""
 
     cell_type: str
     inputs: int
@@ -153,7 +64,35 @@ class _CellScope(nn.Module):
 
     @nn.compact
     def __call__(self) -> tuple[jax.Array, ...]:
-        return _WEIGHTS[self.cell_type](self.inputs, self.hidden, name="cell")()
+        gates, input_bias, recurrent_biases = _FLAX_LAYOUT[self.cell_type]
+        lecun, orthogonal = nn.initializers.lecun_normal(), nn.initializers.orthogonal()
+        x_side = [
+            _GateWeights(self.inputs, self.hidden, lecun, input_bias, name=f"i{g}")() for g in gates
+        ]
+        h_side = [
+            _GateWeights(
+                self.hidden, self.hidden, orthogonal, g in recurrent_biases, name=f"h{g}"
+            )()
+            for g in gates
+        ]
+        return tuple(
+            jnp.concatenate(part, axis=-1)
+            for side in (x_side, h_side)
+            for part in zip(*side, strict=True)
+        )
+
+
+class _CellScope(nn.Module):
+    """Keeps a cell's parameters at ``rnn_i/scan/cell/...``, their path from when Flax's
+    cell ran inside the scan (named "scan"); the fused step's scan is named "steps"."""
+
+    cell_type: str
+    inputs: int
+    hidden: int
+
+    @nn.compact
+    def __call__(self) -> tuple[jax.Array, ...]:
+        return _CellWeights(self.cell_type, self.inputs, self.hidden, name="cell")()
 
 
 def _product(x: jax.Array, kernel: jax.Array, dtype: jnp.dtype | None) -> jax.Array:
@@ -165,45 +104,46 @@ def _product(x: jax.Array, kernel: jax.Array, dtype: jnp.dtype | None) -> jax.Ar
     return jnp.dot(x, kernel, preferred_element_type=jnp.float32)
 
 
-class _FusedLSTMStep(nn.Module):
-    """One LSTM step as one matrix product of ``[x, h]`` with the fused kernel, leaving
-    the carry untouched where the step is padding.
+class _FusedStep(nn.Module):
+    """One step of a cell (Flax's equations) from weights built outside the scan, the
+    carry left untouched where the step is padding.
 
-    The weights come in from outside the scan (broadcast inputs), so the backward pass
-    accumulates one kernel gradient per step, not eight slices of it: Flax's
-    ``OptimizedLSTMCell`` does two products and splits the gradients by gate, which made
-    small batches and per-core devices markedly slower here.
+    The weights come in as broadcast inputs, so the backward pass accumulates one
+    gradient per kernel and step: Flax's cells assemble and split their kernels inside
+    the loop (eight per-gate accumulators for the LSTM, six for the GRU), which made
+    small batches and per-core devices markedly slower here. The LSTM and the simple
+    cell do one product of ``[x, h]`` with the stacked kernel; the GRU one per side, as
+    its reset gate multiplies only the recurrent part.
+
+    Attributes:
+      cell_type: "lstm", "gru" or "rnn".
+      dtype: the products' input type (None: float32); the carry stays float32, so
+        the state accumulates at full precision.
     """
 
+    cell_type: str
     dtype: jnp.dtype | None = None
 
-    def __call__(self, carry, x, valid, kernel, bias):
-        c, h = carry
+    def __call__(self, carry, x, valid, *weights):
+        keep = valid[:, None]
+        if self.cell_type == "gru":
+            x_kernel, x_bias, h_kernel, h_bias = weights
+            xr, xz, xn = jnp.split(_product(x, x_kernel, self.dtype) + x_bias, 3, axis=-1)
+            hr, hz, hn = jnp.split(_product(carry, h_kernel, self.dtype) + h_bias, 3, axis=-1)
+            r, z = nn.sigmoid(xr + hr), nn.sigmoid(xz + hz)
+            new_h = (1.0 - z) * jnp.tanh(xn + r * hn) + z * carry
+            return jnp.where(keep, new_h, carry), new_h
+        kernel, bias = weights
+        h = carry[1] if self.cell_type == "lstm" else carry
         z = _product(jnp.concatenate([x, h], axis=-1), kernel, self.dtype) + bias
+        if self.cell_type == "rnn":
+            new_h = jnp.tanh(z)
+            return jnp.where(keep, new_h, h), new_h
+        c = carry[0]
         i, f, g, o = jnp.split(z, 4, axis=-1)
         new_c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
         new_h = nn.sigmoid(o) * jnp.tanh(new_c)
-        keep = valid[:, None]
         return (jnp.where(keep, new_c, c), jnp.where(keep, new_h, h)), new_h
-
-
-class _FusedGRUStep(nn.Module):
-    """One GRU step (Flax's ``GRUCell`` equations) as two products, one per side, with
-    weights from outside the scan; the carry is left untouched on padding."""
-
-    dtype: jnp.dtype | None = None
-
-    def __call__(self, h, x, valid, x_kernel, x_bias, h_kernel, h_bias):
-        zx = _product(x, x_kernel, self.dtype) + x_bias
-        zh = _product(h, h_kernel, self.dtype) + h_bias
-        xr, xz, xn = jnp.split(zx, 3, axis=-1)
-        hr, hz, hn = jnp.split(zh, 3, axis=-1)
-        r, z = nn.sigmoid(xr + hr), nn.sigmoid(xz + hz)
-        new_h = (1.0 - z) * jnp.tanh(xn + r * hn) + z * h
-        return jnp.where(valid[:, None], new_h, h), new_h
-
-
-_STEPS = {"lstm": _FusedLSTMStep, "gru": _FusedGRUStep}
 
 
 class RecurrentLayer(nn.Module):
@@ -231,30 +171,26 @@ class RecurrentLayer(nn.Module):
           The hidden state after each sequence's last valid step, float32[batch, hidden],
           and the per-step outputs, float32[batch, time, hidden] (garbage on padded steps).
         """
-        batch = inputs.shape[0]
-        zeros = jnp.zeros((batch, self.hidden), jnp.float32)
-        if self.cell_type in _STEPS:
-            weights = _CellScope(self.cell_type, inputs.shape[-1], self.hidden, name="scan")()
-            scan = nn.scan(
-                _STEPS[self.cell_type],
-                variable_broadcast="params",
-                split_rngs={"params": False},
-                in_axes=(1, 1) + (nn.broadcast,) * len(weights),
-                out_axes=1,
-            )
-            carry = (zeros, zeros) if self.cell_type == "lstm" else zeros
-            carry, outputs = scan(self.dtype, name="steps")(carry, inputs, valid, *weights)
-            return (carry[1] if self.cell_type == "lstm" else carry), outputs
+        x_kernel, x_bias, h_kernel, h_bias = _CellScope(
+            self.cell_type, inputs.shape[-1], self.hidden, name="scan"
+        )()
+        if self.cell_type == "gru":
+            weights = (x_kernel, x_bias, h_kernel, h_bias)
+        else:  # the input and recurrent products summed: one product of [x, h]
+            weights = (jnp.concatenate([x_kernel, h_kernel], axis=0), x_bias + h_bias)
         scan = nn.scan(
-            _MaskedStep,
+            _FusedStep,
             variable_broadcast="params",
             split_rngs={"params": False},
-            in_axes=1,
+            in_axes=(1, 1) + (nn.broadcast,) * len(weights),
             out_axes=1,
         )
-        step = scan(self.cell_type, self.hidden, self.dtype, name="scan")
-        carry, outputs = step(zeros, (inputs, valid))
-        return carry, outputs
+        zeros = jnp.zeros((inputs.shape[0], self.hidden), jnp.float32)
+        carry = (zeros, zeros) if self.cell_type == "lstm" else zeros
+        carry, outputs = scan(self.cell_type, self.dtype, name="steps")(
+            carry, inputs, valid, *weights
+        )
+        return (carry[1] if self.cell_type == "lstm" else carry), outputs
 
 
 def reverse_valid(x: jax.Array, lengths: jax.Array) -> jax.Array:

@@ -188,12 +188,12 @@ def make_ensemble_step(
         train_step,
         weights_by_class=jnp.asarray(weights_by_class),
         label_smoothing=label_smoothing,
+        axis_name=None if shardings is None else shardings[0].spec[0],
     )
+    members = jax.vmap(step, in_axes=(0, None, 0))
     if shardings is None:
-        return jax.jit(jax.vmap(step, in_axes=(0, None, 0)), donate_argnums=0)
+        return jax.jit(members, donate_argnums=0)
     split, replicated = shardings
-    axis = split.spec[0]
-    members = jax.vmap(functools.partial(step, axis_name=axis), in_axes=(0, None, 0))
     sharded = jax.shard_map(
         members,
         mesh=split.mesh,

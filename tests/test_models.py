@@ -125,6 +125,15 @@ def test_scan_equals_a_manual_loop_of_the_cell(cell_type):
     last, outputs = layer.apply(variables, inputs, valid)
     cell = cells[cell_type](features=4)
     cell_params = {"params": variables["params"]["scan"]["cell"]}
+    # Flax's own cell holds exactly these parameters: saved models of either kind load.
+    flax_params = jax.eval_shape(
+        lambda: cell.init(
+            jax.random.key(0), cell.initialize_carry(jax.random.key(0), (1, 2)), inputs[:1, 0]
+        )
+    )["params"]
+    assert jax.tree.map(lambda a: a.shape, cell_params["params"]) == jax.tree.map(
+        lambda a: a.shape, flax_params
+    )
     for b in range(3):
         carry = cell.initialize_carry(jax.random.key(0), (1, 2))
         for t in range(int(lengths[b])):
