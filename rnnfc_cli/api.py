@@ -410,8 +410,10 @@ def evaluate(
 
 
 def describe(model_dir: Path) -> dict[str, Any]:
-    """What a model directory holds, without loading jax."""
+    """What a model directory holds, without loading jax (the weights are only checked
+    to be there)."""
     files = checkpoint.read_model_files(model_dir)
+    checkpoint.check_weights(model_dir)
     prep = files.preprocessing
     return {
         "model_dir": str(model_dir),

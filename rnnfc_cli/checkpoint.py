@@ -514,17 +514,32 @@ def read_model_files(path: Path) -> ModelFiles:
             f"{path / CONFIG_FILE}: format version {version} was written by a newer rnnfc "
             f"({config.get('rnnfc_version')}); this is {__version__}: upgrade rnnfc"
         )
+    damage = (KeyError, TypeError, ValueError, AttributeError)
     try:
-        return ModelFiles(
-            path=path,
-            model=ModelConfig.from_dict(config["model"]),
-            train=TrainConfig.from_dict(config["train"]),
-            preprocessing=Preprocessing.from_dict(_read_json(path / PREPROCESSING_FILE)),
-            summary=_read_json(path / SUMMARY_FILE),
-            rnnfc_version=str(config.get("rnnfc_version")),
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise ModelDirError(f"{path}: corrupted model settings ({err!r})") from None
+        model = ModelConfig.from_dict(config["model"])
+        train = TrainConfig.from_dict(config["train"])
+    except damage as err:
+        raise ModelDirError(f"{path / CONFIG_FILE}: corrupted model settings ({err!r})") from None
+    try:
+        prep = Preprocessing.from_dict(_read_json(path / PREPROCESSING_FILE))
+    except damage as err:
+        raise ModelDirError(f"{path / PREPROCESSING_FILE}: corrupted ({err!r})") from None
+    return ModelFiles(
+        path=path,
+        model=model,
+        train=train,
+        preprocessing=prep,
+        summary=_read_json(path / SUMMARY_FILE),
+        rnnfc_version=str(config.get("rnnfc_version")),
+    )
+
+
+def check_weights(path: Path) -> None:
+    """Refuse a model directory whose weights are gone, by listing a folder only (no jax,
+    no Orbax): its Orbax checkpoint must hold a finished step."""
+    directory = (path / CHECKPOINT_DIR).absolute()
+    if not _saved_steps(directory):
+        raise ModelDirError(f"{directory}: holds no checkpoint; train the model again")
 
 
 def restore_params(path: Path, make_target: Callable[[], Any]) -> Any:

@@ -391,41 +391,69 @@ def _lose_weights(model_dir: Path) -> None:
 
 
 FUTURE = json.dumps({"format_version": 99, "rnnfc_version": "9.0"}).encode()
+# (case id, damage, expected text, the file at fault that the message must name)
 MODEL_DIR_CASES = [
-    ("missing-config", _damage(checkpoint.CONFIG_FILE, None), "not an rnnfc model directory"),
-    ("corrupted-config", _damage(checkpoint.CONFIG_FILE, b"{not json"), "config.json: unreadable"),
-    ("future-version", _damage(checkpoint.CONFIG_FILE, FUTURE), "format version 99"),
-    ("missing-summary", _damage(checkpoint.SUMMARY_FILE, None), "incomplete model directory"),
+    (
+        "missing-config",
+        _damage(checkpoint.CONFIG_FILE, None),
+        "not an rnnfc model directory",
+        checkpoint.CONFIG_FILE,
+    ),
+    (
+        "corrupted-config",
+        _damage(checkpoint.CONFIG_FILE, b"{not json"),
+        "unreadable",
+        checkpoint.CONFIG_FILE,
+    ),
+    (
+        "future-version",
+        _damage(checkpoint.CONFIG_FILE, FUTURE),
+        "format version 99",
+        checkpoint.CONFIG_FILE,
+    ),
+    (
+        "missing-summary",
+        _damage(checkpoint.SUMMARY_FILE, None),
+        "incomplete model directory",
+        checkpoint.SUMMARY_FILE,
+    ),
     (
         "corrupted-preprocessing",
         _damage(checkpoint.PREPROCESSING_FILE, b"[1, 2"),
-        "preprocessing.json",
+        "unreadable",
+        checkpoint.PREPROCESSING_FILE,
+    ),
+    (
+        "preprocessing-of-wrong-shape",
+        _damage(checkpoint.PREPROCESSING_FILE, b'{"labels": 3}'),
+        "corrupted",
+        checkpoint.PREPROCESSING_FILE,
     ),
     (
         "settings-of-wrong-shape",
         _damage(checkpoint.CONFIG_FILE, b'{"format_version": 1, "model": 3}'),
         "corrupted model settings",
+        checkpoint.CONFIG_FILE,
     ),
-    ("no-weights", _lose_weights, "holds no checkpoint"),
+    ("no-weights", _lose_weights, "holds no checkpoint", checkpoint.CHECKPOINT_DIR),
 ]
 
 
 @pytest.mark.parametrize("command", ["info", "eval", "predict"])
 @pytest.mark.parametrize(
-    ("damage", "expected"), [c[1:] for c in MODEL_DIR_CASES], ids=[c[0] for c in MODEL_DIR_CASES]
+    ("damage", "expected", "at_fault"),
+    [c[1:] for c in MODEL_DIR_CASES],
+    ids=[c[0] for c in MODEL_DIR_CASES],
 )
 def test_damaged_model_directory(
-    tmp_path, capsys, trained_model, tiny_data, command, damage, expected
+    tmp_path, capsys, trained_model, tiny_data, command, damage, expected, at_fault
 ):
     model_dir = tmp_path / "model"
     shutil.copytree(trained_model, model_dir)
     damage(model_dir)
     args = [command, str(model_dir)] + ([] if command == "info" else [str(tiny_data["test_long"])])
     code, err = _run(capsys, args)
-    if command == "info" and damage is _lose_weights:
-        assert code == 0  # info reads no weights
-        return
-    _assert_one_clean_line(code, err, expected, "model")
+    _assert_one_clean_line(code, err, expected, str(model_dir), at_fault)
 
 
 def test_missing_model_and_an_interrupted_run_are_told_apart(tmp_path, capsys):
