@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -11,17 +10,23 @@ from rnnfc_cli.prefetch import prefetch
 
 
 def test_items_arrive_in_order_and_ahead_of_time():
+    depth = 3
     produced = []
+    ahead = threading.Event()
 
     def items():
         for i in range(50):
             produced.append(i)
+            if i == depth:
+                ahead.set()
             yield i
 
-    stream = prefetch(items(), depth=3)
+    stream = prefetch(items(), depth=depth)
     assert next(stream) == 0
-    time.sleep(0.2)
-    assert len(produced) >= 3  # made ahead while the consumer was busy
+    # Made ahead while the consumer holds item 0: items 1..depth fill the queue.
+    assert ahead.wait(timeout=30)
+    # ...and no further: item depth + 1 at most is made and waits for room in the queue.
+    assert len(produced) <= depth + 2
     assert list(stream) == list(range(1, 50))
 
 
@@ -43,13 +48,13 @@ def test_stopping_early_stops_the_producer():
             i += 1
             yield i
 
-    def producers():
-        return [t for t in threading.enumerate() if t.name == "rnnfc-prefetch"]
+    def producers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "rnnfc-prefetch"}
 
+    before = producers()
     stream = prefetch(items(), depth=2)
-    assert next(stream) == 1 and producers()
+    assert next(stream) == 1
+    (thread,) = producers() - before
     stream.close()
-    deadline = time.monotonic() + 5
-    while producers() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not producers()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
