@@ -4,11 +4,13 @@ process 0 writes the model directory."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +40,23 @@ print(json.dumps({"devices": result.devices, "steps": result.steps, "params": le
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+@contextlib.contextmanager
+def _coordinator_address() -> Iterator[str]:
+    """A loopback HOST:PORT for a ``jax.distributed`` coordinator, its port held for the run.
+
+    Probing a free port and closing the probe before the coordinator binds it races: the
+    kernel may give the port to another process in between (another xdist worker's
+    coordinator, even). So the probe stays bound, with SO_REUSEPORT, until the run is
+    over. The coordinator's gRPC server binds with SO_REUSEPORT too (gRPC's default on
+    Linux), so it shares the port; the kernel never hands a port held this way to anyone
+    else's ``bind(0)``, and an explicit bind without SO_REUSEPORT fails. The probe never
+    listens, so every connection reaches the coordinator. Should gRPC stop setting
+    SO_REUSEPORT, process 0 fails loudly ("Failed to add port"), never silently.
+    """
+    with socket.socket() as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{held.getsockname()[1]}"
 
 
 def _start(args: list[str], cpu_devices: int | None = None) -> subprocess.Popen:
@@ -53,18 +68,30 @@ def _start(args: list[str], cpu_devices: int | None = None) -> subprocess.Popen:
     )
 
 
-def _finish(process: subprocess.Popen) -> str:
-    out, err = process.communicate(timeout=240)
-    assert process.returncode == 0, err[-3000:]
-    return out
+def _finish(*processes: subprocess.Popen) -> list[tuple[str, str]]:
+    """(stdout, stderr) of each process, which must all succeed; when one fails, the
+    others (which may wait for it forever) are killed."""
+    outputs = []
+    try:
+        for process in processes:
+            out, err = process.communicate(timeout=240)
+            assert process.returncode == 0, err[-3000:]
+            outputs.append((out, err))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return outputs
 
 
 def test_two_processes_train_identically_and_like_one():
     tests = os.path.dirname(__file__)
-    coordinator = f"127.0.0.1:{_free_port()}"
-    runs = [_start([sys.executable, "-c", _FIT, tests, coordinator, str(i)]) for i in (0, 1)]
-    single = _start([sys.executable, "-c", _FIT, tests])
-    first, second, alone = (json.loads(_finish(p).splitlines()[-1]) for p in (*runs, single))
+    with _coordinator_address() as coordinator:
+        runs = [_start([sys.executable, "-c", _FIT, tests, coordinator, str(i)]) for i in (0, 1)]
+        single = _start([sys.executable, "-c", _FIT, tests])
+        finished = _finish(*runs, single)
+    first, second, alone = (json.loads(out.splitlines()[-1]) for out, _ in finished)
     # Each process splits its share over its own CPU devices (one per core); alone, a
     # 16-row batch stays on one CPU device (too few rows to split).
     assert first["processes"] == 2 and first["devices"] == 2 * first["local"]
@@ -75,19 +102,30 @@ def test_two_processes_train_identically_and_like_one():
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 
 
+def _own_lines(stderr: str) -> list[str]:
+    """stderr without Gloo's connection notice (native code's, sent there from stdout)."""
+    return [line for line in stderr.splitlines() if not line.startswith("[Gloo] ")]
+
+
 def test_the_cli_writes_one_model_directory_from_process_0(tiny_data, tmp_path):
-    coordinator = f"127.0.0.1:{_free_port()}"
     model_dir = tmp_path / "m"
     command = [sys.executable, "-m", "rnnfc_cli", "train", str(tiny_data["train_npz"])]
     command += ["-m", str(model_dir), "--hidden", "8", "--dense", "8", "--epochs", "2"]
-    command += ["--batch-size", "8", "--json", "--coordinator", coordinator]
-    runs = [
-        _start([*command, "--num-processes", "2", "--process-id", str(i)], cpu_devices=1)
-        for i in (0, 1)
-    ]
-    outputs = [_finish(p) for p in runs]
-    summary = json.loads(outputs[0])
+    command += ["--batch-size", "8", "--json", "--num-processes", "2"]
+    with _coordinator_address() as coordinator:
+        runs = [
+            _start([*command, "--coordinator", coordinator, "--process-id", str(i)], cpu_devices=1)
+            for i in (0, 1)
+        ]
+        (out0, err0), (out1, err1) = _finish(*runs)
+    summary = json.loads(out0)
     assert summary["processes"] == 2 and summary["devices"] == 2
-    assert outputs[1] == ""  # only process 0 reports
+    assert (out1, _own_lines(err1)) == ("", [])  # only process 0 reports, even progress
+    epochs = [line for line in _own_lines(err0) if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/2", "2/2"]
+    # The rest is the summary table: no warnings, errors or tracebacks from any library.
+    table = [line for line in _own_lines(err0) if line not in epochs]
+    assert table[0].startswith("Training finished") and "2 x cpu" in err0
+    assert all(line[:1] in "┌│├└" for line in table[1:]), err0
     assert (model_dir / "summary.json").is_file()
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["m"]
