@@ -4,6 +4,7 @@ exactly as the file does in memory; reused while the file is unchanged."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -63,6 +64,61 @@ def test_the_cache_is_reused_until_the_file_changes(tmp_path, monkeypatch, small
     os.utime(path, ns=(1, 1))  # touched: converted again
     _read(path, True, monkeypatch)
     assert len(converted) == 1
+
+
+def _count_conversions(monkeypatch) -> list:
+    converted = []
+    real = csv_cache._convert
+    monkeypatch.setattr(csv_cache, "_convert", lambda *a: converted.append(a) or real(*a))
+    return converted
+
+
+def _assert_same(cached, plain) -> None:
+    assert isinstance(cached.inputs, LazyInputs)
+    np.testing.assert_array_equal(cached.inputs[:], plain.inputs)
+    np.testing.assert_array_equal(cached.lengths, plain.lengths)
+    assert cached.feature_names == plain.feature_names and cached.ids == plain.ids
+
+
+def test_other_reading_options_are_not_served_the_cache_of_the_first(
+    tmp_path, monkeypatch, small_blocks
+):
+    sequences, labels = make_sequences(10, seed=11)
+    path = write_long_csv(tmp_path / "d.csv", sequences, labels)
+    converted = _count_conversions(monkeypatch)
+    # No column "step": the time column is then a feature, so every read differs.
+    for options in ({}, {"time_col": "step"}, {"time_col": "step", "require_labels": False}):
+        plain = _read(path, False, monkeypatch, **options)
+        _assert_same(_read(path, True, monkeypatch, **options), plain)
+    assert len(converted) == 3
+    assert _read(path, True, monkeypatch, time_col="step").num_features == 3
+    assert len(converted) == 3  # each reused once made
+
+
+def test_a_file_of_another_size_with_the_same_time_is_converted_again(
+    tmp_path, monkeypatch, small_blocks
+):
+    sequences, labels = make_sequences(10, seed=12)
+    path = write_long_csv(tmp_path / "d.csv", sequences, labels)
+    _read(path, True, monkeypatch)
+    mtime = path.stat().st_mtime_ns
+    more, more_labels = make_sequences(11, seed=12)
+    write_long_csv(path, more, more_labels)
+    os.utime(path, ns=(mtime, mtime))  # size alone tells the files apart
+    converted = _count_conversions(monkeypatch)
+    table = _read(path, True, monkeypatch)
+    assert len(converted) == 1 and len(table) == 11
+    _assert_same(table, _read(path, False, monkeypatch))
+
+
+def test_a_deleted_cache_is_made_again(tmp_path, monkeypatch, small_blocks):
+    sequences, labels = make_sequences(10, seed=13)
+    path = write_long_csv(tmp_path / "d.csv", sequences, labels)
+    _read(path, True, monkeypatch)
+    shutil.rmtree(tmp_path / "cache")
+    converted = _count_conversions(monkeypatch)
+    _assert_same(_read(path, True, monkeypatch), _read(path, False, monkeypatch))
+    assert len(converted) == 1 and any((tmp_path / "cache" / "csv").iterdir())
 
 
 def test_errors_name_the_row_of_the_file(tmp_path, monkeypatch, small_blocks):
