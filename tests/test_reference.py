@@ -1,0 +1,84 @@
+"""``predict --proba`` against an independent NumPy forward pass of the saved model.
+
+Each case trains a tiny model for one epoch (the parameters only need to be what the model
+directory holds, not good) and compares the command's probabilities with
+``tests/reference.py``, on sequences whose padding holds large garbage values.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import make_sequences, padded
+from reference import predict_proba
+from typer.testing import CliRunner
+
+from rnnfc_cli import api
+from rnnfc_cli.cli import app
+from rnnfc_cli.config import TrainConfig
+
+CASES = {
+    "lstm-bidirectional-2-layers-norm-patch3": (
+        {"cell": "lstm", "hidden": 6, "layers": 2, "bidirectional": True, "layer_norm": True},
+        {"pool": "last,mean", "patch": 3, "dense": (8,)},
+        "feature",
+        1,
+    ),
+    "gru-attention-two-dense": (
+        {"cell": "gru", "hidden": 5, "layers": 1, "bidirectional": False},
+        {"pool": "attention,last", "patch": 1, "dense": (8, 6)},
+        "sequence",
+        1,
+    ),
+    "rnn-bidirectional-ensemble-patch2": (
+        {"cell": "rnn", "hidden": 4, "layers": 1, "bidirectional": True},
+        {"pool": "max", "patch": 2, "dense": ()},
+        "none",
+        2,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_predict_equals_the_numpy_reference(case, tmp_path):
+    recurrent, head, normalize, members = CASES[case]
+    train_seqs, train_labels = make_sequences(24, seed=3, features=3, classes=("a", "b", "c"))
+    api.train_model(
+        api.TrainRequest(
+            data=_write_npz(tmp_path / "train.npz", train_seqs, train_labels),
+            model_dir=tmp_path / "m",
+            model_options={**recurrent, **head, "dropout": 0.0},
+            train=TrainConfig(
+                epochs=1, batch_size=8, min_steps=0, val_split=0.25, ensemble=members
+            ),
+            normalize=normalize,
+        )
+    )
+    test_seqs, _ = make_sequences(10, seed=4, features=3)
+    rng = np.random.default_rng(0)
+    inputs = padded(test_seqs, fill=0.0)
+    lengths = np.array([len(s) for s in test_seqs])
+    beyond = np.arange(inputs.shape[1])[None, :, None] >= lengths[:, None, None]
+    inputs = np.where(beyond, rng.normal(0, 1e3, inputs.shape), inputs)  # garbage padding
+    path = tmp_path / "test.npz"
+    np.savez(path, X=inputs, lengths=lengths)
+
+    result = CliRunner().invoke(
+        app, ["predict", str(tmp_path / "m"), str(path), "--proba", "--format", "jsonl"]
+    )
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    classes = list(records[0]["probs"])
+    assert classes == ["a", "b", "c"]
+    got = np.array([[r["probs"][c] for c in classes] for r in records])
+    expected = predict_proba(tmp_path / "m", inputs, lengths)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert [r["label"] for r in records] == [classes[i] for i in expected.argmax(axis=1)]
+    assert expected.std(axis=0).max() > 1e-3  # the sequences are told apart, not a constant
+
+
+def _write_npz(path, sequences, labels) -> str:
+    np.savez(path, X=padded(sequences), y=np.array(labels))
+    return str(path)
