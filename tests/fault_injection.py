@@ -19,12 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import random
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -64,21 +66,76 @@ def _same(a, b) -> bool:
     return all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
 
 
-def _kill_at_random(process: subprocess.Popen, rng: random.Random) -> str:
-    """SIGKILL the process: half the time at a random moment after it starts, half the
-    time a random moment after its first finished epoch. Returns when it died."""
-    if rng.random() < 0.5:
-        time.sleep(rng.uniform(0.0, 4.0))
-        moment = "any"
+def _epoch_of(line: str) -> int:
+    """The epoch a progress line reports ("epoch 3/60  loss ..."), else 0."""
+    if not line.startswith("epoch "):
+        return 0
+    return int(line.split()[1].split("/")[0])
+
+
+class _Watch:
+    """Reads a training's stderr in a thread, so that the epochs it has finished can be
+    waited for without a clock: a kill then lands at a point the run really reached."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.last_epoch, self.ended = 0, False
+        threading.Thread(target=self._read, args=(process.stderr,), daemon=True).start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for_epoch(self, epoch: int, timeout: float | None = None) -> bool:
+        """Wait until the run has finished ``epoch`` or a later one: True; False when it
+        ended, or ``timeout`` seconds passed, first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.last_epoch < epoch and not self.ended:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                return False
+            if line is None:
+                self.ended = True
+            else:
+                self.last_epoch = max(self.last_epoch, _epoch_of(line))
+        return self.last_epoch >= epoch
+
+
+MOMENTS = ("start-up", "after an epoch", "in a save")
+
+
+def _kill(
+    process: subprocess.Popen, moment: str, target: int, partial: Path, rng: random.Random
+) -> None:
+    """SIGKILL the process at ``moment``:
+
+    - start-up: a random moment before its first epoch ends (at the end, at the latest);
+    - after an epoch: as soon as it has finished epoch ``target`` (or a later one);
+    - in a save: while it writes the first snapshot it starts after epoch ``target``
+      (after three more epochs without one seen, at once).
+
+    Every moment is one the run reaches, and ``target`` leaves it epochs to go: the kill
+    interrupts it on any machine, however fast. A run that ended first is an error.
+    """
+    watch = _Watch(process)
+    if moment == "start-up":
+        watch.wait_for_epoch(1, timeout=rng.uniform(0.0, 3.0))
     else:
-        for line in process.stderr:
-            if line.startswith("epoch "):
+        watch.wait_for_epoch(target)
+    if moment == "in a save":
+        before = _unfinished_saves(partial)
+        while not watch.wait_for_epoch(target + 3, timeout=0.002) and not watch.ended:
+            if _unfinished_saves(partial) - before:
                 break
-        time.sleep(rng.uniform(0.0, 1.5))
-        moment = "training"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    return moment
+    if process.returncode != -signal.SIGKILL:
+        raise SystemExit(
+            f"the run ended ({process.returncode}) before the kill {moment} (epoch {target})"
+        )
 
 
 def _unfinished_saves(partial: Path) -> set[str]:
@@ -90,10 +147,14 @@ def _unfinished_saves(partial: Path) -> set[str]:
 
 
 def run(kills: int, seed: int, data: Path, workdir: Path, epochs: int = 40) -> dict:
-    """Returns the counts of kills and where they landed. The run must be long enough
-    (``epochs``) to take every kill; a run that finishes first ends the injection early."""
+    """Returns the counts of kills and where they landed. Kill ``i`` of ``kills`` comes
+    after an epoch drawn from the ``i``-th of ``kills + 1`` equal slices of the run, so
+    every kill finds the run still going; a slice must be at least 8 epochs."""
     from rnnfc_cli import api, checkpoint
 
+    slice_epochs = epochs // (kills + 1)
+    if slice_epochs < 8:
+        raise SystemExit(f"--epochs {epochs}: too few for {kills} kills (at least 8 each)")
     rng = random.Random(seed)
     reference, model_dir = workdir / "reference", workdir / "model"
     _finish(_train(data, reference, epochs))
@@ -101,15 +162,17 @@ def run(kills: int, seed: int, data: Path, workdir: Path, epochs: int = 40) -> d
     before = api.predict(model_dir, str(data)).proba
     partial = checkpoint.staging_dir(model_dir)
     counts = {"kills": 0, "in_save": 0, "nothing_saved_yet": 0, "resumed": 0}
-    for _ in range(kills):
+    counts.update(dict.fromkeys(MOMENTS, 0))
+    for i in range(kills):
         saved = checkpoint.read_snapshot(model_dir) is not None
         counts["resumed"] += saved
         unfinished = _unfinished_saves(partial)
         process = _train(data, model_dir, epochs, "--resume" if saved else "--force")
-        _kill_at_random(process, rng)
-        if process.returncode == 0:  # it finished before the kill: nothing left to kill
-            break
+        moment = rng.choice(MOMENTS)
+        target = rng.randint(i * slice_epochs + 1, (i + 1) * slice_epochs)
+        _kill(process, moment, target, partial, rng)
         counts["kills"] += 1
+        counts[moment] += 1
         counts["in_save"] += bool(_unfinished_saves(partial) - unfinished)
         if not np.array_equal(api.predict(model_dir, str(data)).proba, before):
             raise SystemExit("the existing model changed")

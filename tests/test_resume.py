@@ -265,11 +265,17 @@ def test_ctrl_c_saves_says_how_to_resume_and_exits_130(tiny_data, tmp_path):
 
 
 def test_sigkill_at_random_moments_never_loses_work(tiny_data):
-    """A short run of ``tests/fault_injection.py`` (the README quotes a long one)."""
+    """A short run of ``tests/fault_injection.py`` (the README quotes a long one). Seed 12
+    kills after epoch 9, then while the resumed run saves a snapshot after epoch 37 or
+    later; each kill must find the run still going (``run`` fails otherwise)."""
     import tempfile
 
     from fault_injection import run
 
     with tempfile.TemporaryDirectory() as workdir:
-        result = run(kills=2, seed=1, data=tiny_data["train_npz"], workdir=Path(workdir), epochs=60)
-    assert result["kills"] == 2 and result["identical_to_uninterrupted"], result
+        result = run(
+            kills=2, seed=12, data=tiny_data["train_npz"], workdir=Path(workdir), epochs=60
+        )
+    assert result["kills"] == 2 and result["resumed"] == 1, result
+    assert result["after an epoch"] == result["in a save"] == 1, result
+    assert result["identical_to_uninterrupted"], result
