@@ -264,6 +264,93 @@ def test_ctrl_c_saves_says_how_to_resume_and_exits_130(tiny_data, tmp_path):
     assert _metric_epochs(model_dir) == list(range(1, 301))
 
 
+class _SignalAt(SilentCallbacks):
+    """Sends this process ``signals`` once, at one step of one epoch. ``raise_signal``
+    runs the Python handler before it returns, so each signal is handled in turn."""
+
+    def __init__(self, at: tuple[int, int], signals: tuple[int, ...]):
+        self.at, self.signals = at, signals
+
+    def on_step(self, epoch, step_in_epoch):
+        import signal
+
+        if (epoch, step_in_epoch) == self.at:
+            for number in self.signals:
+                signal.raise_signal(number)
+
+
+@pytest.fixture()
+def signals_at(monkeypatch):
+    """Have the CLI's training send signals to its own process at a given step, with
+    SIGINT and SIGTERM handled as in a fresh process (and a signal that reaches those
+    handlers failing the test rather than ending the test process)."""
+    import signal
+
+    from rnnfc_cli.train import FanOut
+
+    def unexpected(number, frame):
+        del frame
+        raise AssertionError(f"signal {number} reached the handler outside the CLI")
+
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, unexpected),
+    }
+    real = api.train_model
+
+    def arrange(at: tuple[int, int], *numbers: int) -> None:
+        def train_model(request, callbacks):
+            monkeypatch.setattr(api, "train_model", real)  # once
+            return real(request, FanOut(callbacks, _SignalAt(at, numbers)))
+
+        monkeypatch.setattr(api, "train_model", train_model)
+
+    yield arrange
+    for number, handler in previous.items():
+        signal.signal(number, handler)
+
+
+CLI_FLAGS = ["--hidden", "8", "--dense", "8", "--batch-size", "8", "--epochs", "3"]
+CLI_FLAGS += ["--patience", "100", "--min-steps", "0", "--checkpoint-every", "60"]
+
+
+def test_sigterm_saves_and_the_printed_command_resumes(tiny_data, tmp_path, signals_at, capsys):
+    import shlex
+    import signal
+
+    from rnnfc_cli.cli import main
+
+    model_dir = tmp_path / "m"
+    signals_at((2, 1), signal.SIGTERM)
+    assert main(["train", str(tiny_data["train_npz"]), "-m", str(model_dir), *CLI_FLAGS]) == 130
+    err = capsys.readouterr().err
+    assert "stopping after this step" in err and "Traceback" not in err
+    saved = checkpoint.read_snapshot(model_dir)
+    assert saved is not None and saved[1]["epoch"] == 2 and saved[1]["batches_done"] == 1
+    command = shlex.split(err.strip().splitlines()[-1].split("continue it with: ")[1])
+    assert command[:2] == ["rnnfc", "train"] and command[-1] == "--resume"
+    assert main(command[1:]) == 0, capsys.readouterr().err
+    summary = json.loads((model_dir / checkpoint.SUMMARY_FILE).read_text())
+    assert summary["resumed_from_epoch"] == 1 and summary["epochs_run"] == 3
+    assert _metric_epochs(model_dir) == [1, 2, 3]
+    assert not checkpoint.staging_dir(model_dir).exists()
+
+
+def test_a_second_ctrl_c_quits_at_once(tiny_data, tmp_path, signals_at, capsys):
+    import signal
+
+    from rnnfc_cli.cli import main
+
+    signals_at((1, 2), signal.SIGINT, signal.SIGINT)
+    argv = ["train", str(tiny_data["train_npz"]), "-m", str(tmp_path / "m"), *CLI_FLAGS]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("rnnfc train: stopping after this step")
+    # No snapshot after the step, as a single Ctrl-C takes: no model, staging or lock left.
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_sigkill_at_random_moments_never_loses_work(tiny_data):
     """A short run of ``tests/fault_injection.py`` (the README quotes a long one). Seed 12
     kills after epoch 9, then while the resumed run saves a snapshot after epoch 37 or
