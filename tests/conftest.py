@@ -8,8 +8,17 @@ from pathlib import Path
 
 # Tests run tiny models: compiling them dominates the suite, and XLA's backend optimisation
 # (which makes large models fast, not small ones correct) doubles it. Subprocesses inherit it.
+# The tests marked ``xla_default`` (bf16, an ensemble, resume bit-identity, learning) run
+# instead in a second pytest process with the flags as given (tests/test_xla_defaults.py),
+# so that what users run is tested too.
+os.environ.setdefault("RNNFC_TEST_XLA_FLAGS_AS_GIVEN", os.environ.get("XLA_FLAGS", ""))
 os.environ["XLA_FLAGS"] = " ".join(
-    [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]
+    [
+        os.environ["RNNFC_TEST_XLA_FLAGS_AS_GIVEN"],
+        ""
+        if os.environ.get("RNNFC_TEST_XLA_DEFAULTS") == "1"
+        else "--xla_backend_optimization_level=0",
+    ]
 ).strip()
 
 import jax
@@ -28,6 +37,19 @@ jax.config.update("jax_default_matmul_precision", "highest")
 runtime.configure_jax()
 
 TINY_MODEL = {"hidden": 8, "dense": (8,), "dropout": 0.0}
+XLA_FLAGS_AS_GIVEN = os.environ["RNNFC_TEST_XLA_FLAGS_AS_GIVEN"]
+XLA_DEFAULTS = os.environ.get("RNNFC_TEST_XLA_DEFAULTS") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Outside the XLA-defaults run, its tests are left to it (see ``XLA_FLAGS_AS_GIVEN``)."""
+    del config
+    if XLA_DEFAULTS:
+        return
+    skip = pytest.mark.skip(reason="runs with XLA's default flags in test_xla_defaults.py")
+    for item in items:
+        if "xla_default" in item.keywords:
+            item.add_marker(skip)
 
 
 def make_sequences(n: int = 24, seed: int = 0, features: int = 2, classes=("up", "down")):

@@ -56,6 +56,64 @@ def test_test_numbers_agree_with_scikit_learn(page, trained_model, tiny_data):
     assert sorted(map(int, cells)) == sorted(expected.ravel().tolist())
 
 
+def _heatmap_cells(svg: str) -> tuple[str, dict[tuple[str, str], int]]:
+    """The heat map as drawn: the y axis's title, and each written count keyed by the
+    (y-axis label, x-axis label) whose row and column it stands in."""
+    texts = [
+        (match["attrs"], match["text"])
+        for match in re.finditer(r"<text(?P<attrs>[^>]*)>(?P<text>[^<]*)</text>", svg)
+    ]
+
+    def position(attrs: str) -> tuple[float, float]:
+        found = re.search(r'x="([-\d.]+)" y="([-\d.]+)"', attrs) or re.search(
+            r"translate\(([-\d.]+) ([-\d.]+)\)", attrs
+        )
+        return float(found[1]), float(found[2])
+
+    vertical = [(position(a), t) for a, t in texts if "rotate(-90" in a]
+    x_ticks = [(position(a)[0], t) for a, t in texts if "rotate(-45)" in a]
+    y_axis_title = min(vertical)[1]  # the colour bar's label is the other, on the right
+    left = min(position(a)[0] for a, _ in texts if "rotate(-0" in a)
+    y_ticks = [(position(a)[1], t) for a, t in texts if "rotate(-0" in a and position(a)[0] == left]
+    cells = {}
+    for attrs, text in texts:
+        x, y = position(attrs)
+        if text.isdigit() and "font-size: 9px" in attrs:
+            row = min(y_ticks, key=lambda tick: abs(tick[0] - y))[1]
+            column = min(x_ticks, key=lambda tick: abs(tick[0] - x))[1]
+            cells[row, column] = int(text)
+    return y_axis_title, cells
+
+
+def test_the_heat_map_has_true_labels_in_rows_and_predictions_in_columns():
+    from rnnfc_cli import report
+
+    confusion = [[5, 1, 0], [2, 7, 3], [0, 4, 9]]  # not symmetric: a transpose shows
+    svg = report.confusion_heatmap(report._pyplot(), confusion, ["a", "b", "c"], "title")
+    title, cells = _heatmap_cells(svg)
+    assert title == "true"
+    names = ["a", "b", "c"]
+    assert cells == {
+        (names[i], names[j]): confusion[i][j] for i in range(3) for j in range(3)
+    }
+
+
+def test_the_pages_test_heat_map_puts_each_count_where_it_belongs(page, trained_model, tiny_data):
+    scored = api.score(trained_model, str(tiny_data["test_long"]))
+    expected = confusion_matrix(
+        scored.true, scored.proba.argmax(axis=1), labels=range(len(scored.classes))
+    )
+    section = page[page.index("<h2>Test scores</h2>") : page.index("Most confidently wrong")]
+    title, cells = _heatmap_cells(section)
+    names = [str(c) for c in scored.classes]
+    assert title == "true"
+    assert cells == {
+        (names[i], names[j]): int(expected[i, j])
+        for i in range(len(names))
+        for j in range(len(names))
+    }
+
+
 def test_report_to_stdout_and_without_test_data(trained_model, capsys):
     assert main(["report", str(trained_model), "-o", "-"]) == 0
     out = capsys.readouterr().out

@@ -63,6 +63,7 @@ def uninterrupted(tiny_data, tmp_path_factory) -> tuple[Path, dict]:
     return model_dir, api.train_model(_request(tiny_data, model_dir))
 
 
+@pytest.mark.xla_default
 @pytest.mark.parametrize(
     ("epoch", "step_in_epoch", "every"),
     [(1, 1, 5.0), (3, 2, 5.0), (2, 3, 0.0)],

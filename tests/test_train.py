@@ -151,6 +151,7 @@ def test_min_steps_floor_delays_early_stopping():
     assert fit(MODEL, config, _arrays(), VAL, Recorder()).steps >= 10
 
 
+@pytest.mark.xla_default
 def test_ensemble_members_are_single_runs_and_predict_their_average():
     """Member i of --seeds K behaves as a lone run with seed + i; predict averages them.
 
