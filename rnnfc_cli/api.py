@@ -134,8 +134,12 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
     train_arrays = _arrays(prep, train_data)
     val_arrays = _arrays(prep, val_data)
     options = dict(request.model_options)
+    if not options.get("downsample"):
+        options["downsample"] = auto_downsample(train_data.lengths) if options.get("conv") else 1
     if not options.get("patch"):
-        options["patch"] = auto_patch(train_data.lengths)
+        # With a front end, the convolutions see every step and downsampling shortens the
+        # recurrence; without one, patches do both.
+        options["patch"] = 1 if options.get("conv") else auto_patch(train_data.lengths)
     model_config = ModelConfig(
         num_features=prep.num_features, num_classes=len(prep.labels), **options
     )
@@ -251,11 +255,29 @@ def auto_patch(lengths: np.ndarray) -> int:
     """Patch size for ``--patch auto``: the smallest power of two that brings the median
     training length down to at most ``PATCH_TARGET_STEPS`` recurrent steps (capped at 16).
     """
+    return _fold_to(lengths, PATCH_TARGET_STEPS, MAX_AUTO_PATCH)
+
+
+def _fold_to(lengths: np.ndarray, target: int, cap: int) -> int:
+    """The smallest power of two (at most ``cap``) that divides the median length down to
+    at most ``target`` steps."""
     median = float(np.median(lengths))
-    patch = 1
-    while median / patch > PATCH_TARGET_STEPS and patch < MAX_AUTO_PATCH:
-        patch *= 2
-    return patch
+    size = 1
+    while median / size > target and size < cap:
+        size *= 2
+    return size
+
+
+DOWNSAMPLE_TARGET_STEPS = 64
+MAX_AUTO_DOWNSAMPLE = 16
+
+
+def auto_downsample(lengths: np.ndarray) -> int:
+    """Max-pooling for ``--downsample auto``: the smallest power of two that brings the
+    median training length down to at most ``DOWNSAMPLE_TARGET_STEPS`` recurrent steps
+    (capped at 16). Pooling conv features keeps an event a few steps wide (the
+    convolutions saw it at full resolution), unlike folding raw steps into patches."""
+    return _fold_to(lengths, DOWNSAMPLE_TARGET_STEPS, MAX_AUTO_DOWNSAMPLE)
 
 
 def _check_train_config(config: TrainConfig) -> None:

@@ -33,6 +33,7 @@ from rnnfc_cli import __version__
 from rnnfc_cli.config import (
     CELLS,
     CLASS_WEIGHTS,
+    DEFAULT_CONV,
     MONITORS,
     NORMALIZATIONS,
     POOLS,
@@ -190,16 +191,37 @@ def _opt(*names: str, **kwargs: Any) -> Any:
     return typer.Option(*names, show_default=True, **kwargs)
 
 
-def _parse_patch(text: str) -> int:
+def _parse_steps(option: str, text: str) -> int:
+    """``--patch``/``--downsample``: a number of steps, or "auto" (0)."""
     if text == "auto":
         return 0
     try:
         size = int(text)
     except ValueError:
-        raise BadInputError(f"--patch '{text}': expected 'auto' or a number of steps") from None
+        raise BadInputError(f"{option} '{text}': expected 'auto' or a number of steps") from None
     if not 1 <= size <= 1024:
-        raise BadInputError(f"--patch {size}: must be between 1 and 1024")
+        raise BadInputError(f"{option} {size}: must be between 1 and 1024")
     return size
+
+
+def _parse_conv(text: str) -> str:
+    """``--conv``: "channels:kernel" blocks joined by commas, or "none"."""
+    if text.strip().lower() in ("", "none"):
+        return ""
+    blocks = []
+    for part in text.split(","):
+        try:
+            channels, kernel = (int(value) for value in part.split(":"))
+        except ValueError:
+            raise BadInputError(
+                f"--conv '{text}': expected channels:kernel blocks like 64:8,128:5 (or 'none')"
+            ) from None
+        if not (1 <= channels <= 4096 and 1 <= kernel <= 1024):
+            raise BadInputError(
+                f"--conv '{part}': channels must be 1 to 4096 and the kernel 1 to 1024 steps"
+            )
+        blocks.append(f"{channels}:{kernel}")
+    return ",".join(blocks)
 
 
 def _parse_pool(text: str) -> str:
@@ -349,7 +371,13 @@ def train(
         int, _opt("--hidden", min=1, max=8192, help="Recurrent state size.")
     ] = _MODEL.hidden,
     layers: Annotated[
-        int, _opt("--layers", min=1, max=16, help="Stacked recurrent layers.")
+        int,
+        _opt(
+            "--layers",
+            min=0,
+            max=16,
+            help="Stacked recurrent layers (0: none, the conv front end's skip path alone).",
+        ),
     ] = _MODEL.layers,
     bidirectional: Annotated[
         bool,
@@ -388,6 +416,37 @@ def train(
             help="Fold K steps into one recurrent step ('auto': from the training lengths).",
         ),
     ] = "auto",
+    conv: Annotated[
+        str,
+        _opt(
+            "--conv",
+            help="Convolutional front end before the recurrent layers: channels:kernel blocks "
+            "(conv, batch norm over valid steps, ReLU), or 'none'.",
+        ),
+    ] = DEFAULT_CONV,
+    downsample: Annotated[
+        str,
+        _opt(
+            "--downsample",
+            help="Max-pool the conv features over K steps before the recurrent layers "
+            "('auto': from the training lengths).",
+        ),
+    ] = "auto",
+    skip: Annotated[
+        bool,
+        _opt(
+            "--skip/--no-skip",
+            help="Join the conv features' average over valid steps with the recurrent states.",
+        ),
+    ] = _MODEL.skip,
+    branch_dropout: Annotated[
+        float,
+        _opt(
+            "--branch-dropout",
+            help="Share of training examples whose recurrent states are dropped whole "
+            "(with the conv skip path), in [0, 1).",
+        ),
+    ] = _MODEL.branch_dropout,
     precision: Annotated[
         str,
         _opt(
@@ -586,6 +645,7 @@ def _train_request(
     if not 0.0 < s["lr"] <= 10.0:
         raise BadInputError(f"--lr {s['lr']}: must be greater than 0 (and at most 10)")
     _check_range("--dropout", s["dropout"], 0.0, 1.0, closed_high=False)
+    _check_range("--branch-dropout", s["branch_dropout"], 0.0, 1.0, closed_high=False)
     _check_range("--label-smoothing", s["label_smoothing"], 0.0, 1.0, closed_high=False)
     model_options = {
         "cell": _check_choice("--cell", s["cell"], CELLS),
@@ -596,9 +656,15 @@ def _train_request(
         "dense": _parse_dense(s["dense"]),
         "dropout": s["dropout"],
         "layer_norm": s["layer_norm"],
-        "patch": _parse_patch(s["patch"]),
+        "patch": _parse_steps("--patch", s["patch"]),
         "precision": _check_choice("--precision", s["precision"], PRECISIONS),
+        "conv": _parse_conv(s["conv"]),
+        "downsample": _parse_steps("--downsample", s["downsample"]),
+        "skip": s["skip"],
+        "branch_dropout": s["branch_dropout"],
     }
+    if not model_options["layers"] and not (model_options["conv"] and model_options["skip"]):
+        raise BadInputError("--layers 0: needs a conv front end (--conv) and its skip path")
     train_config = TrainConfig(
         epochs=s["epochs"],
         batch_size=s["batch_size"],

@@ -1,7 +1,10 @@
-"""The classifier: a recurrent encoder run with ``nn.scan``, pooled, then a Dense head.
+"""The classifier: an optional convolutional front end, a recurrent encoder run with
+``nn.scan``, pooled, then a Dense head.
 
-Padded steps never change the result: the recurrent carry is frozen on them and pooling
-only sees valid steps, so a sequence padded to any length gets the same logits.
+Padded steps never change the result: each convolution sees zeros beyond a sequence's end,
+normalisation statistics count valid steps only, the recurrent carry is frozen on padded
+steps and pooling only sees valid steps, so a sequence padded to any length gets the same
+logits.
 """
 
 from __future__ import annotations
@@ -23,6 +26,97 @@ def valid_mask(lengths: jax.Array, steps: int) -> jax.Array:
 
 
 PRECISIONS = {"float32": None, "bf16": jnp.bfloat16}
+
+# The collection in which ``MaskedBatchNorm`` sows its updated running statistics during
+# training; ``running_statistics`` collects them for the train step.
+STATISTICS = "running_statistics"
+
+
+def parse_conv(spec: str) -> tuple[tuple[int, int], ...]:
+    """``"64:8,128:5"`` -> ((64, 8), (128, 5)): (channels, kernel) of each conv block;
+    ``""`` or ``"none"`` -> no front end."""
+    if spec in ("", "none"):
+        return ()
+    blocks = []
+    for part in spec.split(","):
+        channels, kernel = part.split(":")
+        blocks.append((int(channels), int(kernel)))
+    return tuple(blocks)
+
+
+class MaskedBatchNorm(nn.Module):
+    """Batch normalisation over the valid steps of a batch.
+
+    Flax's ``nn.BatchNorm`` keeps its running statistics in a "batch_stats" collection
+    that every save, restore, snapshot, ensemble and device path would have to carry
+    beside the parameters. Here they are two more leaves ("mean", "var") of the one
+    parameter tree: they get no gradient (training normalises with the batch's own
+    statistics), and the train step overwrites them with the running averages this
+    module sows into ``STATISTICS``. Sums and counts run over valid steps only and,
+    given ``axis_name`` (inside ``shard_map``), over every device's share, so the
+    statistics are the whole batch's whatever the number of devices.
+
+    Attributes:
+      momentum: weight of the old running average in each update.
+      epsilon: added to the variance before the square root.
+    """
+
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, valid: jax.Array, *, train: bool, axis_name: str | None = None
+    ) -> jax.Array:
+        """Normalise float32[batch, time, channels] per channel; ``valid``: bool[batch, time]
+        marks the steps that count in the statistics."""
+        channels = x.shape[-1]
+        running_mean = self.param("mean", nn.initializers.zeros, (channels,))
+        running_var = self.param("var", nn.initializers.ones, (channels,))
+        scale = self.param("scale", nn.initializers.ones, (channels,))
+        bias = self.param("bias", nn.initializers.zeros, (channels,))
+        if train:
+            weight = valid[..., None].astype(x.dtype)
+            sums = (
+                (weight * x).sum(axis=(0, 1)),
+                (weight * x * x).sum(axis=(0, 1)),
+                weight.sum(axis=(0, 1)),
+            )
+            if axis_name is not None:
+                sums = jax.lax.psum(sums, axis_name)
+            total, squares, count = sums
+            count = jnp.maximum(count, 1.0)
+            mean = total / count
+            var = jnp.maximum(squares / count - mean**2, 0.0)
+            for name, running, batch in (("mean", running_mean, mean), ("var", running_var, var)):
+                self.sow(
+                    STATISTICS,
+                    name,
+                    self.momentum * running + (1.0 - self.momentum) * jax.lax.stop_gradient(batch),
+                    init_fn=lambda: None,
+                    reduce_fn=lambda _, new: new,
+                )
+        else:
+            mean, var = running_mean, running_var
+        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+
+
+def max_pool_steps(x: jax.Array, lengths: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
+    """The maximum of each non-overlapping run of ``size`` steps.
+
+    ``x`` must be zero on padded steps and non-negative elsewhere (ReLU features), so the
+    zeros of padding never win over a valid step and the result does not depend on how
+    far the padding goes.
+
+    Returns:
+      float32[batch, ceil(time / size), features] and the pooled lengths
+      ``ceil(lengths / size)``.
+    """
+    batch, steps, features = x.shape
+    padded_steps = -(-steps // size) * size
+    x = jnp.pad(x, ((0, 0), (0, padded_steps - steps), (0, 0)))
+    pooled = x.reshape(batch, padded_steps // size, size, features).max(axis=2)
+    return pooled, (lengths + size - 1) // size
 
 
 # Flax's cells, by the parameters they hold: their gates (parameter names are "i" or "h"
@@ -260,7 +354,8 @@ def pool_states(
 
 
 class SequenceClassifier(nn.Module):
-    """Optional patching, a (bi)directional recurrent stack, pooling, and a Dense head.
+    """An optional conv front end, optional patching, a (bi)directional recurrent stack,
+    pooling (joined with the conv features' average over valid steps), and a Dense head.
 
     Attributes mirror ``config.ModelConfig`` one-to-one (see there).
     """
@@ -277,10 +372,22 @@ class SequenceClassifier(nn.Module):
     layer_norm: bool = False
     patch: int = 1
     precision: str = "float32"
+    conv: str = ""
+    downsample: int = 1
+    skip: bool = True
+    branch_dropout: float = 0.5
 
     def setup(self):
         dtype = PRECISIONS[self.precision]
         dense = functools.partial(nn.Dense, dtype=dtype)
+        blocks = parse_conv(self.conv)
+        self.convolutions = [
+            nn.Conv(
+                channels, (kernel,), padding="SAME", use_bias=False, dtype=dtype, name=f"conv_{i}"
+            )
+            for i, (channels, kernel) in enumerate(blocks)
+        ]
+        self.conv_norms = [MaskedBatchNorm(name=f"conv_norm_{i}") for i in range(len(blocks))]
         if self.patch > 1:
             self.patch_projection = dense(self.hidden, name="patch_projection")
         self.forward = [
@@ -301,20 +408,39 @@ class SequenceClassifier(nn.Module):
         self.head = [dense(size, name=f"dense_{i}") for i, size in enumerate(self.dense)]
         self.logits = dense(self.num_classes, name="logits")
         self.drop = nn.Dropout(self.dropout)
+        # One draw per example for the whole vector: the recurrent summary is dropped whole.
+        self.branch_drop = nn.Dropout(self.branch_dropout, broadcast_dims=(1,))
 
-    def __call__(self, inputs: jax.Array, lengths: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(
+        self,
+        inputs: jax.Array,
+        lengths: jax.Array,
+        *,
+        train: bool,
+        row_weights: jax.Array | None = None,
+        axis_name: str | None = None,
+    ) -> jax.Array:
         """Class scores.
 
         Args:
           inputs: float32[batch, time, features], any values on padded steps.
           lengths: int32[batch], valid steps of each sequence (>= 1).
-          train: enables dropout (needs a "dropout" rng).
+          train: enables dropout (needs a "dropout" rng) and batch statistics in the
+            conv front end (sown into ``STATISTICS``, which must be mutable).
+          row_weights: float32[batch]; rows of weight 0 (a batch's padding) are left out
+            of the batch statistics.
+          axis_name: the device axis when called per device inside ``shard_map``, so
+            batch statistics cover the whole batch.
 
         Returns:
           float32[batch, num_classes] logits. With ``precision="bf16"`` every matrix
           product takes bfloat16 inputs (parameters, states and sums stay float32).
         """
-        x = inputs
+        x, joined = inputs, []
+        if self.convolutions:
+            x, joined, lengths = self._front_end(x, lengths, train, row_weights, axis_name)
+        if not self.layers:
+            return self._head(jnp.concatenate(joined, axis=-1), train)
         if self.patch > 1:
             x, lengths = patch_steps(x, lengths, self.patch)
             x = self.patch_projection(x).astype(jnp.float32)
@@ -337,6 +463,26 @@ class SequenceClassifier(nn.Module):
             scores = self.attention_score(nn.tanh(self.attention_hidden(x)))[..., 0]
             scores = scores.astype(jnp.float32)
         h = jnp.concatenate([pool_states(last, x, valid, m, scores) for m in methods], axis=-1)
+        if joined:
+            h = jnp.concatenate([self.branch_drop(h, deterministic=not train), *joined], axis=-1)
+        return self._head(h, train)
+
+    def _front_end(self, x, lengths, train, row_weights, axis_name):
+        """Conv blocks (conv, masked batch norm, ReLU) over the valid steps; returns the
+        features for the recurrent layers (max-pooled by ``downsample``), the skip path's
+        [average of the features over valid steps] (or []) and the pooled lengths."""
+        valid = valid_mask(lengths, x.shape[1])
+        counted = valid if row_weights is None else valid & (row_weights > 0)[:, None]
+        for convolution, norm in zip(self.convolutions, self.conv_norms, strict=True):
+            x = convolution(jnp.where(valid[..., None], x, 0.0)).astype(jnp.float32)
+            x = nn.relu(norm(x, counted, train=train, axis_name=axis_name))
+        x = jnp.where(valid[..., None], x, 0.0)
+        joined = [pool_states(x[:, -1], x, valid, "mean", None)] if self.skip else []
+        if self.downsample > 1:
+            x, lengths = max_pool_steps(x, lengths, self.downsample)
+        return x, joined, lengths
+
+    def _head(self, h: jax.Array, train: bool) -> jax.Array:
         for layer in self.head:
             h = self.drop(nn.relu(layer(h)), deterministic=not train)
         return self.logits(h).astype(jnp.float32)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import struct
+from flax import struct, traverse_util
 from flax.training import train_state
 from jax.sharding import NamedSharding
 
@@ -41,7 +41,7 @@ from rnnfc_cli.inference import (
     predict_proba,
     to_host,
 )
-from rnnfc_cli.models import SequenceClassifier
+from rnnfc_cli.models import STATISTICS, SequenceClassifier
 from rnnfc_cli.prefetch import prefetch
 
 LOSS_MIN_DELTA = 1e-3
@@ -153,22 +153,36 @@ def train_step(
         dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
 
     def loss_sum_fn(params):
-        logits = state.apply_fn(
+        logits, sown = state.apply_fn(
             {"params": params},
             batch.inputs,
             batch.lengths,
             train=True,
+            row_weights=batch.weights,
+            axis_name=axis_name,
             rngs={"dropout": dropout_key},
+            mutable=[STATISTICS],
         )
         metrics = weighted_loss_sums(logits, batch, weights_by_class, label_smoothing)
-        return metrics.loss_sum, metrics
+        return metrics.loss_sum, (metrics, sown.get(STATISTICS, {}))
 
-    grads, metrics = jax.grad(loss_sum_fn, has_aux=True)(state.params)
+    grads, (metrics, statistics) = jax.grad(loss_sum_fn, has_aux=True)(state.params)
     if axis_name is not None:
         grads, metrics = jax.lax.psum((grads, metrics), axis_name)
     scale = 1.0 / jnp.maximum(metrics.count, 1.0)
     grads = jax.tree.map(lambda g: g * scale, grads)
-    return state.apply_gradients(grads=grads), metrics
+    state = state.apply_gradients(grads=grads)
+    return state.replace(params=with_running_statistics(state.params, statistics)), metrics
+
+
+def with_running_statistics(params: Any, statistics: Any) -> Any:
+    """``params`` with the running statistics sown by ``models.MaskedBatchNorm`` put in
+    place (same paths), replacing whatever the optimizer did to those leaves."""
+    updates = traverse_util.flatten_dict(statistics)
+    if not updates:
+        return params
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict({**flat, **updates})
 
 
 def make_ensemble_step(

@@ -16,6 +16,7 @@ import numpy as np
 from flax import serialization
 
 _LAYER_NORM_EPS = 1e-6  # flax.linen.LayerNorm's default
+_BATCH_NORM_EPS = 1e-5
 _MIN_STD = 1e-8
 
 
@@ -37,6 +38,35 @@ def _layer_norm(x: np.ndarray, layer: dict) -> np.ndarray:
     mean = x.mean(axis=-1, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
     return (x - mean) / np.sqrt(var + _LAYER_NORM_EPS) * layer["scale"] + layer["bias"]
+
+
+def _convolve(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """A "SAME" 1-D convolution of float[steps, in] with kernel float[width, in, out], zeros
+    standing in for the steps before the first and after the last."""
+    width = kernel.shape[0]
+    before = (width - 1) // 2
+    padded = np.concatenate(
+        [np.zeros((before, x.shape[1])), x, np.zeros((width - 1 - before, x.shape[1]))]
+    )
+    return np.stack([sum(padded[t + j] @ kernel[j] for j in range(width)) for t in range(len(x))])
+
+
+def _front_end(model: dict, params: dict, x: np.ndarray):
+    """Conv blocks with batch norm (running statistics) and ReLU over one sequence's valid
+    steps; returns the features for the recurrent layers and the skip path's vector."""
+    blocks = [] if model.get("conv", "") in ("", "none") else model["conv"].split(",")
+    if not blocks:
+        return x, []
+    for i in range(len(blocks)):
+        norm = params[f"conv_norm_{i}"]
+        x = _convolve(x, params[f"conv_{i}"]["kernel"])
+        x = (x - norm["mean"]) / np.sqrt(norm["var"] + _BATCH_NORM_EPS)
+        x = np.maximum(x * norm["scale"] + norm["bias"], 0.0)
+    joined = [x.mean(axis=0)] if model["skip"] else []
+    size = model["downsample"]
+    if size > 1:
+        x = np.stack([x[start : start + size].max(axis=0) for start in range(0, len(x), size)])
+    return x, joined
 
 
 def _cell_step(cell: str, weights: dict, x: np.ndarray, state):
@@ -89,6 +119,9 @@ def _scale(prep: dict, x: np.ndarray) -> np.ndarray:
 
 def _classify(model: dict, params: dict, x: np.ndarray) -> np.ndarray:
     """Class probabilities of one ensemble member for one scaled sequence."""
+    x, joined = _front_end(model, params, x)
+    if model["layers"] == 0:
+        return _head(model, params, np.concatenate(joined))
     patch = model["patch"]
     if patch > 1:
         steps = -(-len(x) // patch) * patch
@@ -119,7 +152,10 @@ def _classify(model: dict, params: dict, x: np.ndarray) -> np.ndarray:
             hidden_scores = np.tanh(_dense(x, params["attention_hidden"]))
             weights = _softmax(_dense(hidden_scores, params["attention_score"])[:, 0], axis=0)
             pooled.append(weights @ x)
-    h = np.concatenate(pooled)
+    return _head(model, params, np.concatenate(pooled + joined))
+
+
+def _head(model: dict, params: dict, h: np.ndarray) -> np.ndarray:
     for i in range(len(model["dense"])):
         h = np.maximum(_dense(h, params[f"dense_{i}"]), 0.0)
     return _softmax(_dense(h, params["logits"]))

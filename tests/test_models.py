@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rnnfc_cli.config import CELLS, POOLS, PRECISIONS, ModelConfig, TrainConfig
-from rnnfc_cli.models import RecurrentLayer, build_model, patch_steps, reverse_valid
+from rnnfc_cli.models import STATISTICS, RecurrentLayer, build_model, patch_steps, reverse_valid
 from rnnfc_cli.train import (
     Batch,
     create_train_state,
@@ -49,7 +49,11 @@ COMBINATIONS = [
         layers=1,
         layer_norm=False,
         patch=1,
-    )
+    ),
+    # The conv front end: downsampled with the skip path, patched without it, and alone.
+    dict(cell="gru", pool="last,max", bidirectional=True, conv="6:4,5:3", downsample=2),
+    dict(cell="rnn", pool="mean", patch=2, conv="4:3", downsample=1, skip=False),
+    dict(cell="lstm", layers=0, conv="5:2,4:3", downsample=4),
 ]
 
 
@@ -76,6 +80,68 @@ def test_every_option_trains_a_step_and_ignores_padding(options):
     assert np.isfinite(metrics.loss_sum).all()
     moved = jax.tree.map(lambda a, b: bool(np.any(a != b)), before, jax.device_get(state.params))
     assert all(jax.tree.leaves(moved)), moved
+
+
+def test_batch_statistics_count_valid_steps_of_real_rows_only():
+    """In training, the conv front end normalises with statistics of the batch's valid
+    steps: what padding holds, how long it is, and padding rows (weight 0) change
+    neither the logits of the real rows nor the running statistics it sows."""
+    model = build_model(ModelConfig(2, 3, layers=0, dense=(), dropout=0.0, conv="3:1,4:3"))
+    inputs, lengths = _inputs(steps=9)
+    params = jax.tree.map(lambda p: p[0], init_params(model, member_keys(0, 1)))
+
+    def train_apply(x, steps_lengths, weights):
+        return model.apply(
+            {"params": params},
+            x,
+            steps_lengths,
+            train=True,
+            row_weights=weights,
+            mutable=[STATISTICS],
+        )
+
+    logits, sown = train_apply(inputs, lengths, jnp.ones(3))
+    valid = jnp.arange(9)[None, :, None] < lengths[:, None, None]
+    scribbled = jnp.where(valid, inputs, 50.0)
+    longer = jnp.concatenate([scribbled, jnp.full((3, 4, 2), -9.0)], axis=1)
+    padded_rows = jnp.concatenate([longer, jnp.full((2, 13, 2), 3.0)])
+    other_logits, other_sown = train_apply(
+        padded_rows, jnp.concatenate([lengths, jnp.array([13, 5])]), jnp.array([1.0, 1, 1, 0, 0])
+    )
+    np.testing.assert_allclose(other_logits[:3], logits, rtol=1e-5, atol=1e-5)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), other_sown, sown
+    )
+    # The first block is a pointwise product (kernel 1, no bias): its statistics are the
+    # valid steps' moments of inputs @ kernel, folded into the running ones by momentum.
+    kernel = np.asarray(params["conv_0"]["kernel"][0])
+    steps = np.asarray(inputs)[np.asarray(valid[..., 0])] @ kernel
+    statistics = sown[STATISTICS]["conv_norm_0"]
+    np.testing.assert_allclose(statistics["mean"], 0.1 * steps.mean(axis=0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        statistics["var"], 0.9 + 0.1 * steps.var(axis=0), rtol=1e-4, atol=1e-6
+    )
+
+
+def test_the_train_step_puts_the_running_statistics_in_the_parameters():
+    model = build_model(ModelConfig(2, 3, hidden=4, dense=(), conv="3:2"))
+    state = create_train_state(model, TrainConfig(), total_steps=2)
+    inputs, lengths = _inputs()
+    batch = Batch(inputs, lengths, jnp.array([0, 1, 2]), jnp.ones(3))
+    _, sown = model.apply(
+        {"params": jax.tree.map(lambda p: p[0], state.params)},
+        inputs,
+        lengths,
+        train=True,
+        row_weights=batch.weights,
+        rngs={"dropout": jax.random.key(0)},
+        mutable=[STATISTICS],
+    )
+    state, _ = make_ensemble_step(np.ones(3, np.float32), 0.0)(state, batch, member_keys(0, 1))
+    for name in ("mean", "var"):
+        np.testing.assert_allclose(
+            state.params["conv_norm_0"][name][0], sown[STATISTICS]["conv_norm_0"][name], rtol=1e-6
+        )
 
 
 def test_longer_padding_never_changes_logits():

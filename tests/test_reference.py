@@ -32,6 +32,24 @@ CASES = {
         "sequence",
         1,
     ),
+    "conv-downsample-skip-bigru": (
+        {"cell": "gru", "hidden": 5, "layers": 1, "bidirectional": True},
+        {"pool": "last,max", "patch": 1, "dense": (8,), "conv": "6:4,5:3", "downsample": 3},
+        "sequence",
+        1,
+    ),
+    "conv-no-skip-patch2-lstm": (
+        {"cell": "lstm", "hidden": 4, "layers": 1, "bidirectional": False},
+        {"pool": "mean", "patch": 2, "dense": (6,), "conv": "5:2", "downsample": 1, "skip": False},
+        "feature",
+        1,
+    ),
+    "conv-only-ensemble": (
+        {"cell": "lstm", "hidden": 4, "layers": 0, "bidirectional": True},
+        {"pool": "last", "patch": 1, "dense": (6,), "conv": "6:5,4:1", "downsample": 2},
+        "feature",
+        2,
+    ),
     "rnn-bidirectional-ensemble-patch2": (
         {"cell": "rnn", "hidden": 4, "layers": 1, "bidirectional": True},
         {"pool": "max", "patch": 2, "dense": ()},

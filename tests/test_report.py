@@ -93,9 +93,7 @@ def test_the_heat_map_has_true_labels_in_rows_and_predictions_in_columns():
     title, cells = _heatmap_cells(svg)
     assert title == "true"
     names = ["a", "b", "c"]
-    assert cells == {
-        (names[i], names[j]): confusion[i][j] for i in range(3) for j in range(3)
-    }
+    assert cells == {(names[i], names[j]): confusion[i][j] for i in range(3) for j in range(3)}
 
 
 def test_the_pages_test_heat_map_puts_each_count_where_it_belongs(page, trained_model, tiny_data):
