@@ -80,7 +80,7 @@ ABLATION: dict[str, tuple[str, list[str]]] = {
     "no-conv": ("no conv front end", ["--conv", "none"]),
     "no-rnn": ("no RNN (conv + pooling only)", ["--layers", "0"]),
     "no-skip": ("no skip path", ["--no-skip"]),
-    "no-refit": ("no refit", ["--no-refit"]),
+    "no-refit": ("no refit", ["--refit", "off"]),
 }
 
 # Test accuracy on the standard TRAIN/TEST split, as published; None where no result for the

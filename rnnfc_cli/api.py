@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rnnfc_cli import __version__, checkpoint, data, preprocessing
-from rnnfc_cli.config import ModelConfig, TrainConfig
+from rnnfc_cli.config import REFIT_BELOW, ModelConfig, TrainConfig
 from rnnfc_cli.errors import BadInputError, ModelDirError, RnnfcError
 from rnnfc_cli.lazy import blocks
 from rnnfc_cli.metrics import Report, classification_report
@@ -168,6 +168,28 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
             checkpoint_every=request.checkpoint_every,
             stop=request.stop,
         )
+        refit_epochs = _refit_epochs(request, result, len(full))
+        if refit_epochs:
+            # A refit interrupted or killed resumes from the validation run's last snapshot
+            # and is done again (it is deterministic), so it needs no snapshots of its own.
+            refit = train.fit(
+                model,
+                dataclasses.replace(
+                    request.train, epochs=refit_epochs, patience=refit_epochs, min_steps=0
+                ),
+                _arrays(prep, full),
+                val_arrays,
+                train.ProgressOnly(callbacks or train.SilentCallbacks()),
+                checkpoint_every=0.0,
+                stop=request.stop,
+                keep_last=True,
+            )
+            result = dataclasses.replace(
+                result,
+                params=refit.params,
+                train_seconds=result.train_seconds + refit.train_seconds,
+                steps=result.steps + refit.steps,
+            )
         summary = {
             "model_dir": str(request.model_dir),
             "epochs_run": result.epochs_run,
@@ -183,6 +205,7 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
             "member_val_accuracy_mean": float(np.mean(result.member_val_accuracy)),
             "member_val_accuracy_std": float(np.std(result.member_val_accuracy)),
             "patch": model_config.patch,
+            "refit_epochs": refit_epochs or None,
             "diverged_at": None
             if result.diverged_at is None
             else {"epoch": result.diverged_at[0], "step": result.diverged_at[1]},
@@ -278,6 +301,19 @@ def auto_downsample(lengths: np.ndarray) -> int:
     (capped at 16). Pooling conv features keeps an event a few steps wide (the
     convolutions saw it at full resolution), unlike folding raw steps into patches."""
     return _fold_to(lengths, DOWNSAMPLE_TARGET_STEPS, MAX_AUTO_DOWNSAMPLE)
+
+
+def _refit_epochs(request: TrainRequest, result: Any, sequences: int) -> int:
+    """Epochs of the refit on all the training data (0: no refit); see
+    ``TrainConfig.refit``."""
+    config = request.train
+    if request.val is not None or config.refit == "off" or result.diverged_at is not None:
+        return 0
+    if config.refit == "auto" and len(result.val_proba) >= REFIT_BELOW:
+        return 0
+    steps_per_epoch = -(-sequences // config.batch_size)
+    for_min_steps = -(-config.min_steps // steps_per_epoch)
+    return min(config.epochs, max(max(result.best_epochs), for_min_steps))
 
 
 def _check_train_config(config: TrainConfig) -> None:

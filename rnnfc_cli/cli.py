@@ -38,6 +38,8 @@ from rnnfc_cli.config import (
     NORMALIZATIONS,
     POOLS,
     PRECISIONS,
+    REFIT_BELOW,
+    REFITS,
     ModelConfig,
     TrainConfig,
 )
@@ -353,6 +355,15 @@ def train(
     min_steps: Annotated[
         int, _opt("--min-steps", min=0, help="Optimizer steps always taken before early stopping.")
     ] = _TRAIN.min_steps,
+    refit: Annotated[
+        str,
+        _opt(
+            "--refit",
+            help=f"{'|'.join(REFITS)}: after the validation run, train again on all of DATA "
+            f"for the epochs it chose (auto: when fewer than {REFIT_BELOW} sequences were held "
+            "out; not with --val).",
+        ),
+    ] = _TRAIN.refit,
     seed: Annotated[
         int,
         _opt("--seed", min=0, help="Seed for initialisation, shuffling, dropout and the split."),
@@ -682,6 +693,7 @@ def _train_request(
         ensemble=s["seeds"],
         length_buckets=s["buckets"],
         devices=s["devices"],
+        refit=_check_choice("--refit", s["refit"], REFITS),
     )
     saved = {name: value for name, value in settings.items() if value is not None}
     return api.TrainRequest(

@@ -16,9 +16,11 @@ POOLS = ("last", "mean", "max", "attention")
 NORMALIZATIONS = ("feature", "sequence", "none")
 MONITORS = ("val_accuracy", "val_loss")
 CLASS_WEIGHTS = ("none", "balanced")
+REFITS = ("auto", "on", "off")
+REFIT_BELOW = 200
 # The conv front end a new model gets unless told otherwise (``ModelConfig.conv``'s own
 # default, "", is what models saved before the front end existed have).
-DEFAULT_CONV = "none"
+DEFAULT_CONV = "64:8,128:5,64:3"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +124,12 @@ class TrainConfig(_Serializable):
         replicated); 0 chooses (see ``inference.data_devices``).
       ensemble: models trained at once (vmapped over parameters and PRNG keys, seeds
         ``seed .. seed + ensemble - 1``); predictions average their probabilities.
+      refit: "on": when the validation data was held out of the training data, train
+        again from scratch on all of it for the number of epochs the validation run
+        chose (at least ``min_steps`` steps' worth) and keep the last weights; on small
+        sets the held-out examples are too few to choose weights by and too many to
+        leave out. "auto": only when fewer than ``REFIT_BELOW`` sequences were held out
+        (larger sets choose well and would pay a second training for little); "off".
     """
 
     epochs: int = 200
@@ -140,3 +148,4 @@ class TrainConfig(_Serializable):
     ensemble: int = 1
     length_buckets: bool = True
     devices: int = 0
+    refit: str = "auto"

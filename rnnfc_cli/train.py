@@ -326,6 +326,19 @@ class SilentCallbacks:
         del snapshot
 
 
+class ProgressOnly(SilentCallbacks):
+    """Passes only the progress of steps on (e.g. to a display), not epochs or snapshots."""
+
+    def __init__(self, callbacks: FitCallbacks):
+        self.callbacks = callbacks
+
+    def on_start(self, epochs: int, steps_per_epoch: int) -> None:
+        self.callbacks.on_start(epochs, steps_per_epoch)
+
+    def on_step(self, epoch: int, step_in_epoch: int) -> None:
+        self.callbacks.on_step(epoch, step_in_epoch)
+
+
 class FanOut:
     """``FitCallbacks`` that pass every call on to several others, in order."""
 
@@ -642,6 +655,7 @@ def fit(
     resume: Callable[[train_state.TrainState], TrainSnapshot | None] | None = None,
     checkpoint_every: float = CHECKPOINT_EVERY_SECONDS,
     stop: threading.Event | None = None,
+    keep_last: bool = False,
 ) -> FitResult:
     """Train with early stopping on the monitored validation metric; return the best weights.
 
@@ -654,6 +668,8 @@ def fit(
         the last; 0 snapshots every epoch. Snapshots cost a device-to-host copy.
       stop: when set (by a signal handler), training snapshots after the current step
         and raises ``TrainingInterruptedError``.
+      keep_last: return the last epoch's weights instead of the best (a refit, whose
+        "validation" data is part of its training data, chooses nothing).
     """
     devices = data_devices(config.devices, config.batch_size, len(train))
     batch_size = device_batch_size(config.batch_size, len(train), devices)
@@ -753,6 +769,8 @@ def fit(
             val.labels,
         )
         improved = monitor.update(epoch, val_loss, val_accuracy)
+        if keep_last:
+            improved = np.ones_like(improved)
         if improved.any():
             best_params = _keep_improved(best_params, to_host(state.params), improved)
         record = EpochRecord(

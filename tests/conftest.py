@@ -14,7 +14,7 @@ from pathlib import Path
 os.environ.setdefault("RNNFC_TEST_XLA_FLAGS_AS_GIVEN", os.environ.get("XLA_FLAGS", ""))
 os.environ["XLA_FLAGS"] = " ".join(
     [
-        os.environ["RNNFC_TEST_XLA_FLAGS_AS_GIVEN"],
+        os.environ.get("XLA_FLAGS", ""),
         ""
         if os.environ.get("RNNFC_TEST_XLA_DEFAULTS") == "1"
         else "--xla_backend_optimization_level=0",

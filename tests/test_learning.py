@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -46,10 +47,17 @@ def motion_model(tmp_path_factory) -> Path:
 
 @pytest.mark.xla_default
 def test_validation_accuracy_rises_from_chance_and_held_out_accuracy_is_high(motion_model):
-    lines = (motion_model / "metrics.jsonl").read_text().splitlines()
-    accuracy = [json.loads(line)["val_accuracy"] for line in lines]
-    assert accuracy[0] <= 0.6  # four balanced classes: chance is 0.25
-    assert max(accuracy) >= 0.9 and max(accuracy) - accuracy[0] >= 0.3
+    history = [
+        json.loads(line)
+        for line in (motion_model / "metrics.jsonl").read_text().split("\n")
+        if line
+    ]
+    # The first epoch starts from chance (its mean training loss is near ln 4, four
+    # balanced classes) and the warm-up keeps its steps small; validation accuracy rises.
+    assert history[0]["train_loss"] >= 0.8 * math.log(4)
+    accuracy = [record["val_accuracy"] for record in history]
+    assert accuracy[0] <= 0.75
+    assert max(accuracy) >= 0.9 and max(accuracy) - accuracy[0] >= 0.2
 
     scored = rnnfc("eval", motion_model, SAMPLE / "motion_test.csv", "--json")
     assert scored.returncode == 0, scored.stderr

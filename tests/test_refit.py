@@ -1,0 +1,59 @@
+"""The refit after the validation run: when it runs, how long, and what it keeps."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import jax
+import numpy as np
+from flax import serialization
+
+from rnnfc_cli import api
+from rnnfc_cli.config import REFIT_BELOW, TrainConfig
+
+SETTINGS = dict(epochs=6, batch_size=8, min_steps=10, val_split=0.25, patience=3)
+
+
+def _train(tiny_data, model_dir, refit, val=None):
+    return api.train_model(
+        api.TrainRequest(
+            data=str(tiny_data["train_long"]),
+            model_dir=model_dir,
+            model_options={"hidden": 4, "dense": (4,), "conv": "4:3", "dropout": 0.0},
+            train=TrainConfig(refit=refit, **SETTINGS),
+            val=val,
+        )
+    )
+
+
+def _params(model_dir):
+    return serialization.msgpack_restore((model_dir / "params.msgpack").read_bytes())
+
+
+def test_refit_trains_again_on_all_the_data_and_keeps_the_last_weights(tiny_data, tmp_path):
+    off = _train(tiny_data, tmp_path / "off", "off")
+    on = _train(tiny_data, tmp_path / "on", "on")
+    assert off["refit_epochs"] is None
+    sequences = off["train_data"]["sequences"] + off["val_data"]["sequences"]
+    for_min_steps = math.ceil(SETTINGS["min_steps"] / math.ceil(sequences / 8))
+    assert on["refit_epochs"] == min(6, max(on["best_epoch"], for_min_steps))
+    # The validation run is the same; its held-out scores are what both report.
+    for key in ("best_epochs", "best_val_accuracy", "best_val_loss", "epochs_run"):
+        assert on[key] == off[key]
+    assert on["steps"] == off["steps"] + on["refit_epochs"] * math.ceil(sequences / 8)
+    validation = json.loads((tmp_path / "on" / "validation.json").read_text())
+    assert validation == json.loads((tmp_path / "off" / "validation.json").read_text())
+    # The saved weights are the refit's, not the validation run's best.
+    differ = jax.tree.map(
+        lambda a, b: not np.array_equal(a, b), _params(tmp_path / "on"), _params(tmp_path / "off")
+    )
+    assert all(jax.tree.leaves(differ))
+
+
+def test_auto_refits_small_held_out_sets_and_never_with_a_validation_file(tiny_data, tmp_path):
+    held_out = _train(tiny_data, tmp_path / "auto", "auto")
+    assert held_out["val_data"]["sequences"] < REFIT_BELOW
+    assert held_out["refit_epochs"] is not None
+    given = _train(tiny_data, tmp_path / "given", "on", val=str(tiny_data["test_long"]))
+    assert given["refit_epochs"] is None
