@@ -24,7 +24,7 @@ seqs, labels = make_sequences(40, seed=3)
 data = ArraySet(np.nan_to_num(padded(seqs)).astype(np.float32),
                 np.array([len(s) for s in seqs], np.int32),
                 np.array([0 if l == "up" else 1 for l in labels], np.int32))
-model = build_model(ModelConfig(2, 2, **TINY_MODEL))
+model = build_model(ModelConfig(2, 2, conv="4:3", branch_dropout=0.0, **TINY_MODEL))
 out = {"device_count": jax.device_count()}
 for devices in (1, 4):
     config = TrainConfig(epochs=3, batch_size=16, min_steps=0, patience=100, devices=devices)

@@ -111,6 +111,7 @@ def test_the_cli_writes_one_model_directory_from_process_0(tiny_data, tmp_path):
     model_dir = tmp_path / "m"
     command = [sys.executable, "-m", "rnnfc_cli", "train", str(tiny_data["train_npz"])]
     command += ["-m", str(model_dir), "--hidden", "8", "--dense", "8", "--epochs", "2"]
+    command += ["--refit", "off"]
     command += ["--batch-size", "8", "--json", "--num-processes", "2"]
     with _coordinator_address() as coordinator:
         runs = [

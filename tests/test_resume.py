@@ -22,7 +22,14 @@ EPOCHS = 5
 
 
 def _request(tiny_data, model_dir: Path, **kwargs) -> api.TrainRequest:
-    settings = {"epochs": EPOCHS, "batch_size": 8, "min_steps": 0, "val_split": 0.25}
+    # No refit: it runs after the validation run and keeps no snapshots of its own.
+    settings = {
+        "epochs": EPOCHS,
+        "batch_size": 8,
+        "min_steps": 0,
+        "val_split": 0.25,
+        "refit": "off",
+    }
     settings.update(kwargs.pop("train", {}))
     return api.TrainRequest(
         data=str(tiny_data["train_npz"]),
@@ -230,7 +237,18 @@ def test_ctrl_c_saves_says_how_to_resume_and_exits_130(tiny_data, tmp_path):
     model_dir = tmp_path / "m"
     command = [sys.executable, "-m", "rnnfc_cli", "train", str(tiny_data["train_npz"])]
     where = ["-m", str(model_dir)]
-    flags = ["--hidden", "8", "--dense", "8", "--batch-size", "8", "--epochs", "300"]
+    flags = [
+        "--hidden",
+        "8",
+        "--dense",
+        "8",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "300",
+        "--refit",
+        "off",
+    ]
     flags += ["--patience", "300", "--checkpoint-every", "60"]
     env = {**os.environ, "NO_COLOR": "1"}
     process = subprocess.Popen(
@@ -362,7 +380,7 @@ def test_sigkill_at_random_moments_never_loses_work(tiny_data):
 
     with tempfile.TemporaryDirectory() as workdir:
         result = run(
-            kills=2, seed=12, data=tiny_data["train_npz"], workdir=Path(workdir), epochs=60
+            kills=2, seed=12, data=tiny_data["train_npz"], workdir=Path(workdir), epochs=36
         )
     assert result["kills"] == 2 and result["resumed"] == 1, result
     assert result["after an epoch"] == result["in a save"] == 1, result
