@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import threading
 
 import jax
 import numpy as np
+import pytest
 from flax import serialization
 
-from rnnfc_cli import api
+from rnnfc_cli import api, train
 from rnnfc_cli.config import REFIT_BELOW, TrainConfig
+from rnnfc_cli.errors import TrainingInterruptedError
 
 SETTINGS = dict(epochs=6, batch_size=8, min_steps=10, val_split=0.25, patience=3)
 
 
-def _train(tiny_data, model_dir, refit, val=None):
-    return api.train_model(
-        api.TrainRequest(
-            data=str(tiny_data["train_long"]),
-            model_dir=model_dir,
-            model_options={"hidden": 4, "dense": (4,), "conv": "4:3", "dropout": 0.0},
-            train=TrainConfig(refit=refit, **SETTINGS),
-            val=val,
-        )
+def _request(tiny_data, model_dir, refit, val=None) -> api.TrainRequest:
+    return api.TrainRequest(
+        data=str(tiny_data["train_long"]),
+        model_dir=model_dir,
+        model_options={"hidden": 4, "dense": (4,), "conv": "4:3", "dropout": 0.0},
+        train=TrainConfig(refit=refit, **SETTINGS),
+        val=val,
     )
+
+
+def _train(tiny_data, model_dir, refit, val=None):
+    return api.train_model(_request(tiny_data, model_dir, refit, val))
 
 
 def _params(model_dir):
@@ -57,3 +63,33 @@ def test_auto_refits_small_held_out_sets_and_never_with_a_validation_file(tiny_d
     assert held_out["refit_epochs"] is not None
     given = _train(tiny_data, tmp_path / "given", "on", val=str(tiny_data["test_long"]))
     assert given["refit_epochs"] is None
+
+
+class _StopInRefit(train.SilentCallbacks):
+    """Sets the stop event (as a Ctrl-C would) in the refit's second epoch."""
+
+    def __init__(self, stop: threading.Event):
+        self.stop, self.starts = stop, 0
+
+    def on_start(self, epochs: int, steps_per_epoch: int) -> None:
+        del epochs, steps_per_epoch
+        self.starts += 1
+
+    def on_step(self, epoch: int, step_in_epoch: int) -> None:
+        del step_in_epoch
+        if self.starts == 2 and epoch == 2:
+            self.stop.set()
+
+
+def test_a_run_stopped_in_its_refit_resumes_to_the_same_model(tiny_data, tmp_path):
+    whole = _train(tiny_data, tmp_path / "whole", "on")
+    stop = threading.Event()
+    request = dataclasses.replace(
+        _request(tiny_data, tmp_path / "m", "on"), stop=stop, checkpoint_every=0.0
+    )
+    with pytest.raises(TrainingInterruptedError):
+        api.train_model(request, _StopInRefit(stop))
+    resumed = api.train_model(dataclasses.replace(request, stop=None, resume=True))
+    assert resumed["refit_epochs"] == whole["refit_epochs"]
+    same = jax.tree.map(np.array_equal, _params(tmp_path / "whole"), _params(tmp_path / "m"))
+    assert all(jax.tree.leaves(same))
