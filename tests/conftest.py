@@ -128,7 +128,7 @@ def trained_model(tiny_data, tmp_path_factory) -> Path:
             data=str(tiny_data["train_long"]),
             model_dir=model_dir,
             model_options=TINY_MODEL,
-            train=TrainConfig(epochs=3, batch_size=8, min_steps=0, val_split=0.25),
+            train=TrainConfig(epochs=3, batch_size=8, min_steps=0, val_split=0.25, refit="off"),
         )
     )
     return model_dir

@@ -37,7 +37,7 @@ SAMPLE = REPO / "sample_data" / "motion_train.csv"
 TRAIN_FLAGS = ["--patience", "1000", "--min-steps", "0", "--checkpoint-every", "0"]
 # A small conv front end and recurrent layer: kills and resumes are what is tested, and
 # start-up compiles dominate each of the runs.
-TRAIN_FLAGS += ["--conv", "8:5,8:3", "--hidden", "8", "--dense", "8"]
+TRAIN_FLAGS += ["--conv", "8:5,8:3", "--hidden", "8", "--dense", "8", "--refit", "off"]
 
 
 def _train(data: Path, model_dir: Path, epochs: int, *extra: str) -> subprocess.Popen:

@@ -18,7 +18,19 @@ import pytest
 from rnnfc_cli import checkpoint
 from rnnfc_cli.cli import main
 
-TINY = ["--hidden", "8", "--dense", "8", "--epochs", "2", "--batch-size", "8", "-q"]
+TINY = [
+    "--hidden",
+    "8",
+    "--dense",
+    "8",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "8",
+    "--refit",
+    "off",
+    "-q",
+]
 LONG_HEADER = "id,time,f0,f1,label\n"
 
 

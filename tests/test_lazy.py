@@ -78,7 +78,7 @@ def test_training_from_disk_gives_the_same_model(npy_pair, tmp_path, monkeypatch
             data=str(npy_pair[0]),
             model_dir=model_dir,
             model_options=TINY_MODEL,
-            train=TrainConfig(epochs=3, batch_size=8, min_steps=0, val_split=0.25),
+            train=TrainConfig(epochs=3, batch_size=8, min_steps=0, val_split=0.25, refit="off"),
             read=data.ReadOptions(labels_file=str(npy_pair[1])),
         )
         summary = api.train_model(request)

@@ -11,7 +11,19 @@ import pytest
 
 from rnnfc_cli.cli import main
 
-TINY = ["--hidden", "8", "--dense", "8", "--epochs", "3", "--batch-size", "8", "-q"]
+TINY = [
+    "--hidden",
+    "8",
+    "--dense",
+    "8",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "8",
+    "--refit",
+    "off",
+    "-q",
+]
 
 
 def _events(directory: Path):
