@@ -70,7 +70,7 @@ def test_train_uses_every_device_unless_limited_and_reports_it(tmp_path):
     np.savez(data, X=padded(seqs), y=np.array(labels))
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     cmd = [sys.executable, "-m", "rnnfc_cli", "train", str(data), "-q", "--json"]
-    cmd += ["--hidden", "8", "--dense", "8", "--epochs", "1", "--refit", "off"]
+    cmd += ["--hidden", "8", "--dense", "8", "--epochs", "1", "--refit", "off", "--conv", "none"]
     runs = [
         ({}, ["--batch-size", "128"], 4),
         ({}, ["--batch-size", "32"], 1),
