@@ -42,6 +42,7 @@ from rnnfc_cli.config import (
     REFITS,
     ModelConfig,
     TrainConfig,
+    parse_conv,
 )
 from rnnfc_cli.errors import (
     EXIT_BAD_INPUT,
@@ -208,22 +209,19 @@ def _parse_steps(option: str, text: str) -> int:
 
 def _parse_conv(text: str) -> str:
     """``--conv``: "channels:kernel" blocks joined by commas, or "none"."""
-    if text.strip().lower() in ("", "none"):
-        return ""
-    blocks = []
-    for part in text.split(","):
-        try:
-            channels, kernel = (int(value) for value in part.split(":"))
-        except ValueError:
-            raise BadInputError(
-                f"--conv '{text}': expected channels:kernel blocks like 64:8,128:5 (or 'none')"
-            ) from None
+    try:
+        blocks = parse_conv(text)
+    except ValueError:
+        raise BadInputError(
+            f"--conv '{text}': expected channels:kernel blocks like 64:8,128:5 (or 'none')"
+        ) from None
+    for channels, kernel in blocks:
         if not (1 <= channels <= 4096 and 1 <= kernel <= 1024):
             raise BadInputError(
-                f"--conv '{part}': channels must be 1 to 4096 and the kernel 1 to 1024 steps"
+                f"--conv '{channels}:{kernel}': channels must be 1 to 4096 and the kernel "
+                "1 to 1024 steps"
             )
-        blocks.append(f"{channels}:{kernel}")
-    return ",".join(blocks)
+    return ",".join(f"{channels}:{kernel}" for channels, kernel in blocks)
 
 
 def _parse_pool(text: str) -> str:

@@ -23,6 +23,18 @@ REFIT_BELOW = 200
 DEFAULT_CONV = "64:8,128:5,64:3"
 
 
+def parse_conv(spec: str) -> tuple[tuple[int, int], ...]:
+    """``"64:8,128:5"`` -> ((64, 8), (128, 5)): (channels, kernel) of each conv block;
+    ``""`` or ``"none"`` -> no front end."""
+    if spec.strip().lower() in ("", "none"):
+        return ()
+    blocks = []
+    for part in spec.split(","):
+        channels, kernel = (int(value) for value in part.split(":"))
+        blocks.append((channels, kernel))
+    return tuple(blocks)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Serializable:
     def to_dict(self) -> dict[str, Any]:

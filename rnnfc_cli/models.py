@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnnfc_cli.config import ModelConfig
+from rnnfc_cli.config import ModelConfig, parse_conv
 
 
 def valid_mask(lengths: jax.Array, steps: int) -> jax.Array:
@@ -30,18 +30,6 @@ PRECISIONS = {"float32": None, "bf16": jnp.bfloat16}
 # The collection in which ``MaskedBatchNorm`` sows its updated running statistics during
 # training; ``running_statistics`` collects them for the train step.
 STATISTICS = "running_statistics"
-
-
-def parse_conv(spec: str) -> tuple[tuple[int, int], ...]:
-    """``"64:8,128:5"`` -> ((64, 8), (128, 5)): (channels, kernel) of each conv block;
-    ``""`` or ``"none"`` -> no front end."""
-    if spec in ("", "none"):
-        return ()
-    blocks = []
-    for part in spec.split(","):
-        channels, kernel = part.split(":")
-        blocks.append((int(channels), int(kernel)))
-    return tuple(blocks)
 
 
 class MaskedBatchNorm(nn.Module):
