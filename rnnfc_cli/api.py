@@ -12,6 +12,7 @@ import hashlib
 import json
 import platform
 import threading
+import uuid
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -217,6 +218,7 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
             "val_data": _data_summary(val_data),
             "versions": _versions(),
             "trained_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "model_id": uuid.uuid4().hex,
         }
         classes = [prep.output_label(label) for label in prep.labels]
         validation = classification_report(val_arrays.labels, result.val_proba)
@@ -361,22 +363,29 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _proba_function(files: checkpoint.ModelFiles):
-    """Restore the model's parameters; returns ``proba(inputs, lengths, batch_size)``."""
+def _open_model(model_dir: Path):
+    """One version of a saved model (see ``checkpoint.read_model``), in memory; returns its
+    files and ``proba(inputs, lengths, batch_size)``."""
     from rnnfc_cli import inference, models, runtime
 
     runtime.configure_jax()
-    model = models.build_model(files.model)
-    params = checkpoint.restore_params(
-        files.path, lambda: inference.abstract_params(model, files.train.ensemble)
-    )
-    proba_fn = inference.make_proba_fn(model)
+
+    def load_params(files: checkpoint.ModelFiles):
+        return checkpoint.restore_params(
+            files.path,
+            lambda: inference.abstract_params(
+                models.build_model(files.model), files.train.ensemble
+            ),
+        )
+
+    files, params = checkpoint.read_model(model_dir, load_params)
+    proba_fn = inference.make_proba_fn(models.build_model(files.model))
 
     def proba(inputs, lengths: np.ndarray, batch_size: int) -> np.ndarray:
         lengths = lengths.astype(np.int32)
         return inference.predict_proba(proba_fn, params, inputs, lengths, batch_size)
 
-    return proba
+    return files, proba
 
 
 # Predict works through its input in chunks of about this many bytes of padded float64
@@ -393,10 +402,9 @@ def predict_chunks(
 ) -> Iterator[Predictions]:
     """Labels and probabilities for the sequences in ``path``, chunk after chunk, in input
     order (labels in the input are ignored)."""
-    files = checkpoint.read_model_files(model_dir)
+    files, proba_of = _open_model(model_dir)
     sequences = data.read_sequences(path, dataclasses.replace(read, require_labels=False))
     inputs = preprocessing.transform_inputs(files.preprocessing, sequences)
-    proba_of = _proba_function(files)
     prep = files.preprocessing
     classes = [prep.output_label(label) for label in prep.labels]
     n, steps, features = inputs.shape
@@ -438,6 +446,7 @@ class Scored:
       sequences: the data as read (raw values, before scaling).
       true: int[n], the true class indices.
       proba: float[n, classes], the model's probabilities.
+      model: the version of the model that scored them.
     """
 
     report: Report
@@ -445,18 +454,19 @@ class Scored:
     sequences: data.SequenceData
     true: np.ndarray
     proba: np.ndarray
+    model: checkpoint.ModelFiles
 
 
 def score(model_dir: Path, path: str, read: data.ReadOptions = data.ReadOptions()) -> Scored:
     """Score the model on labelled data (``rnnfc eval``; ``rnnfc report --data``)."""
-    files = checkpoint.read_model_files(model_dir)
+    files, proba_of = _open_model(model_dir)
     sequences = data.read_sequences(path, dataclasses.replace(read, require_labels=True))
     prep = files.preprocessing
     inputs = preprocessing.transform_inputs(prep, sequences)
     true = preprocessing.encode_labels(prep, sequences)
-    proba = _proba_function(files)(inputs, sequences.lengths, 256)
+    proba = proba_of(inputs, sequences.lengths, 256)
     classes = [prep.output_label(x) for x in prep.labels]
-    return Scored(classification_report(true, proba), classes, sequences, true, proba)
+    return Scored(classification_report(true, proba), classes, sequences, true, proba, files)
 
 
 def evaluate(
@@ -470,11 +480,15 @@ def evaluate(
 def describe(model_dir: Path) -> dict[str, Any]:
     """What a model directory holds, without loading jax (the weights are only checked
     to be there)."""
-    files = checkpoint.read_model_files(model_dir)
-    checkpoint.check_weights(model_dir)
+    files, _ = checkpoint.read_model(model_dir)
+    return description(files)
+
+
+def description(files: checkpoint.ModelFiles) -> dict[str, Any]:
+    """What ``rnnfc info`` shows of one version of a model."""
     prep = files.preprocessing
     return {
-        "model_dir": str(model_dir),
+        "model_dir": str(files.path),
         "model": files.model.to_dict(),
         "train": files.train.to_dict(),
         "labels": [prep.output_label(x) for x in prep.labels],

@@ -27,6 +27,7 @@ Orbax is the checkpoint format; ``params.msgpack`` is a lightweight inference co
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -76,7 +77,13 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ModelFiles:
-    """The settings of a saved model, readable without jax or Orbax."""
+    """The settings of a saved model, readable without jax or Orbax.
+
+    Attributes:
+      validation: the best model's scores on the validation set (``validation.json``;
+        empty for models saved without it).
+      history: the metrics log, one record per finished epoch.
+    """
 
     path: Path
     model: ModelConfig
@@ -84,6 +91,8 @@ class ModelFiles:
     preprocessing: Preprocessing
     summary: dict[str, Any]
     rnnfc_version: str
+    validation: dict[str, Any]
+    history: list[dict[str, Any]]
 
 
 def staging_dir(target: Path) -> Path:
@@ -259,18 +268,10 @@ class ModelDirWriter:
             raise _save_error(self.staging, err) from None
         shutil.rmtree(self.staging / TRAIN_STATE_DIR, ignore_errors=True)
         (self.staging / RESUME_FILE).unlink(missing_ok=True)
-        old = None
         try:
-            if self.target.exists():
-                old = self.target.parent / f".{self.target.name}.old-{os.getpid()}"
-                os.replace(self.target, old)
-            os.replace(self.staging, self.target)
+            publish(self.staging, self.target)
         except OSError as err:
-            if old is not None and not self.target.exists():
-                os.replace(old, self.target)  # put the previous model back
             raise _save_error(self.staging, err) from None
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
         return self.target
 
     def _train_state_manager(self):
@@ -286,6 +287,57 @@ class ModelDirWriter:
                 manager.wait_until_finished()
             finally:
                 manager.close()
+
+
+def publish(staging: Path, target: Path) -> None:
+    """Move the finished model directory ``staging`` to ``target``, replacing any model there.
+
+    Where the system can (Linux's ``renameat2`` with ``RENAME_EXCHANGE``, on local file
+    systems) the two directories swap places in one atomic step, so ``target`` always holds
+    a whole model. Elsewhere (NFS, macOS) the old model is renamed aside first and the new
+    one renamed in: ``target`` is missing for that instant, and ``read_model`` retries
+    across it. Either way the previous model is deleted once it is out of the way: readers
+    hold what they need in memory (see ``read_model``), so none is left reading it.
+    """
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    if _exchange(staging, target):
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    old = target.parent / f"{REPLACED_PREFIX.format(name=target.name)}{os.getpid()}"
+    os.replace(target, old)
+    try:
+        os.replace(staging, target)
+    except OSError:
+        os.replace(old, target)  # put the previous model back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# Where ``publish`` keeps a replaced model for the instant it takes to rename the new one
+# in, when the two cannot be swapped in one step; readers that find it wait for the new one.
+REPLACED_PREFIX = ".{name}.old-"
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one atomic step; False where the system or the file
+    system cannot (no ``renameat2``, or a file system without ``RENAME_EXCHANGE``)."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError, TypeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    path, fd = ctypes.c_char_p, ctypes.c_int
+    renameat2.argtypes = [fd, path, fd, path, ctypes.c_uint]
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange):
+        code = ctypes.get_errno()
+        if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+            return False
+        raise OSError(code, os.strerror(code), str(second))
+    return True
 
 
 def _writing_manager(directory: Path):
@@ -489,6 +541,59 @@ def _read_json(path: Path) -> Any:
         raise ModelDirError(f"{path}: unreadable or corrupted ({err})") from None
 
 
+# How often ``read_model`` starts again when the model directory was replaced under it,
+# waiting a little longer each time (about 2 s in all).
+READ_ATTEMPTS = 12
+
+
+def read_model(
+    path: Path, load_params: Callable[[ModelFiles], Any] | None = None
+) -> tuple[ModelFiles, Any]:
+    """The settings and parameters of one version of a model directory, never a mix of two.
+
+    ``rnnfc train --force`` may replace the directory while this reads it (see
+    ``publish``). Every version has its own ``summary.json`` (it holds a fresh
+    ``model_id``): the files are read between two reads of it, and read again when the two
+    differ or a file vanished in a replacement. What is returned is held in memory, so a
+    long prediction finishes on the version it started with.
+
+    Args:
+      load_params: reads the parameters (``restore_params``); without it the weights are
+        only checked to be there and None is returned for them.
+    """
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        before = _version_token(path)
+        try:
+            files = read_model_files(path)
+            params = check_weights(path) if load_params is None else load_params(files)
+        except ModelDirError:
+            if attempt == READ_ATTEMPTS or not _being_replaced(path, before):
+                raise
+        else:
+            if _version_token(path) == before:
+                return files, params
+        time.sleep(0.01 * attempt)
+    raise ModelDirError(f"{path}: replaced {READ_ATTEMPTS} times while being read; try again")
+
+
+def _version_token(path: Path) -> bytes | None:
+    try:
+        return (path / SUMMARY_FILE).read_bytes()
+    except OSError:
+        return None
+
+
+def _being_replaced(path: Path, before: bytes | None) -> bool:
+    """Whether a model directory that failed to read is in the middle of a replacement."""
+    if _version_token(path) != before:
+        return True
+    prefix = REPLACED_PREFIX.format(name=path.name)
+    try:
+        return any(sibling.name.startswith(prefix) for sibling in path.parent.iterdir())
+    except OSError:
+        return False
+
+
 def read_model_files(path: Path) -> ModelFiles:
     """Read and check everything but the weights."""
     if not path.is_dir():
@@ -531,7 +636,17 @@ def read_model_files(path: Path) -> ModelFiles:
         preprocessing=prep,
         summary=_read_json(path / SUMMARY_FILE),
         rnnfc_version=str(config.get("rnnfc_version")),
+        validation=_read_json(path / VALIDATION_FILE) if (path / VALIDATION_FILE).exists() else {},
+        history=_read_history(path / METRICS_FILE),
     )
+
+
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    try:
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [json.loads(line) for line in lines if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelDirError(f"{path}: unreadable or corrupted ({err})") from None
 
 
 def check_weights(path: Path) -> None:

@@ -230,6 +230,7 @@ def render_info(info: dict[str, Any], verbose: bool = False) -> None:
             f"{_fmt(summary['best_val_accuracy'])} (epoch {summary['best_epoch']})",
         ),
         ("trained", f"{summary.get('trained_at', '?')} in {summary['train_seconds']:.1f}s"),
+        ("model id", summary.get("model_id", "-")),
         ("versions", ", ".join(f"{k} {v}" for k, v in summary.get("versions", {}).items())),
     ]
     if verbose:

@@ -245,14 +245,11 @@ def _model_card(info: dict[str, Any]) -> str:
 def build(model_dir: Path, test: api.Scored | None = None) -> str:
     """The report page for ``model_dir``, with ``test`` scores when given."""
     plt = _pyplot()
-    info = api.describe(model_dir)
+    files = checkpoint.read_model(model_dir)[0] if test is None else test.model
+    info = api.description(files)
     summary = info["summary"]
-    validation = _validation(model_dir)
-    history = [
-        json.loads(line)
-        for line in (model_dir / checkpoint.METRICS_FILE).read_text().splitlines()
-        if line.strip()
-    ]
+    validation = files.validation
+    history = files.history
     parts = [
         f"<h1>rnnfc model report</h1><p class='muted'>{html.escape(str(model_dir))} · "
         f"{html.escape(str(summary.get('trained_at', '')))}</p>",
@@ -299,8 +296,3 @@ def build(model_dir: Path, test: api.Scored | None = None) -> str:
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}"
         f"</title><style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n"
     )
-
-
-def _validation(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / checkpoint.VALIDATION_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}

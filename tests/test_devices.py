@@ -42,9 +42,13 @@ print(json.dumps(out))
 """
 
 
+# Added to the suite's XLA flags (conftest.py), which subprocesses must keep.
+FOUR_CPU_DEVICES = "--xla_force_host_platform_device_count=4"
+
+
 def test_four_devices_train_like_one():
     tests_dir = os.path.dirname(__file__)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ['XLA_FLAGS']} {FOUR_CPU_DEVICES}"}
     done = subprocess.run(
         [sys.executable, "-c", _SCRIPT, tests_dir], capture_output=True, text=True, env=env
     )
@@ -68,7 +72,7 @@ def test_train_uses_every_device_unless_limited_and_reports_it(tmp_path):
     seqs, labels = make_sequences(256, seed=4)
     data = tmp_path / "train.npz"
     np.savez(data, X=padded(seqs), y=np.array(labels))
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ['XLA_FLAGS']} {FOUR_CPU_DEVICES}"}
     cmd = [sys.executable, "-m", "rnnfc_cli", "train", str(data), "-q", "--json"]
     cmd += ["--hidden", "8", "--dense", "8", "--epochs", "1", "--refit", "off", "--conv", "none"]
     runs = [

@@ -62,7 +62,8 @@ def _coordinator_address() -> Iterator[str]:
 def _start(args: list[str], cpu_devices: int | None = None) -> subprocess.Popen:
     env = {**os.environ, "NO_COLOR": "1"}
     if cpu_devices is not None:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={cpu_devices}"
+        flags = f"--xla_force_host_platform_device_count={cpu_devices}"
+        env["XLA_FLAGS"] = f"{os.environ['XLA_FLAGS']} {flags}"  # keeps the suite's
     return subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
@@ -111,7 +112,7 @@ def test_the_cli_writes_one_model_directory_from_process_0(tiny_data, tmp_path):
     model_dir = tmp_path / "m"
     command = [sys.executable, "-m", "rnnfc_cli", "train", str(tiny_data["train_npz"])]
     command += ["-m", str(model_dir), "--hidden", "8", "--dense", "8", "--epochs", "2"]
-    command += ["--refit", "off"]
+    command += ["--refit", "off", "--conv", "4:3"]  # batch norm's statistics span processes
     command += ["--batch-size", "8", "--json", "--num-processes", "2"]
     with _coordinator_address() as coordinator:
         runs = [
