@@ -431,6 +431,12 @@ def _restore_snapshot(manager: Any, directory: Path) -> tuple[Any, dict[str, Any
     return restored.state, restored.progress
 
 
+def has_snapshot(target: Path) -> bool:
+    """Whether an interrupted training of the model directory ``target`` saved a train state
+    that ``--resume`` can continue (by listing a folder: no jax, no Orbax)."""
+    return bool(_saved_steps(staging_dir(target) / TRAIN_STATE_DIR))
+
+
 def _saved_steps(directory: Path) -> list[int]:
     """Steps of the finished checkpoints in an Orbax directory (unfinished ones are
     temporary directories whose names are not numbers)."""

@@ -106,28 +106,42 @@ def _root(
 
 # --- shared options ------------------------------------------------------------------------
 
-LabelCol = Annotated[str, typer.Option("--label-col", help="CSV column holding the class label.")]
+
+def _panel(title: str):
+    """An option factory for one panel of ``--help`` (most used panels first)."""
+
+    def option(*names: str, **kwargs: Any) -> Any:
+        return typer.Option(*names, rich_help_panel=title, **kwargs)
+
+    return option
+
+
+_data_opt = _panel("Data")
+_model_opt = _panel("Model")
+_training_opt = _panel("Training")
+_output_opt = _panel("Output")
+_run_opt = _panel("Run / distributed")
+
+LabelCol = Annotated[str, _data_opt("--label-col", help="CSV column holding the class label.")]
 IdCol = Annotated[
     str,
-    typer.Option(
-        "--id-col", help="CSV column whose presence marks long format (one row per step)."
-    ),
+    _data_opt("--id-col", help="CSV column whose presence marks long format (one row per step)."),
 ]
 TimeCol = Annotated[
     str,
-    typer.Option(
+    _data_opt(
         "--time-col", help="Long-CSV column that orders the steps of a sequence, if present."
     ),
 ]
 ModelDirArg = Annotated[Path, typer.Argument(help="A model directory written by rnnfc train.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stderr but errors.")]
+Quiet = Annotated[bool, _output_opt("--quiet", "-q", help="Print nothing on stderr but errors.")]
 Verbose = Annotated[
     bool,
-    typer.Option("--verbose", "-v", help="Say more on stderr (train: a line per epoch, too)."),
+    _output_opt("--verbose", "-v", help="Say more on stderr (train: a line per epoch, too)."),
 ]
 LabelsFile = Annotated[
     str | None,
-    typer.Option(
+    _data_opt(
         "--labels", help="Labels for a .npy input: a .npy array or a text file, one per line."
     ),
 ]
@@ -187,11 +201,6 @@ def _print_json(data: Any) -> None:
 
 
 # --- commands ------------------------------------------------------------------------------
-
-
-def _opt(*names: str, **kwargs: Any) -> Any:
-    """A ``typer.Option`` that always shows its default in ``--help``."""
-    return typer.Option(*names, show_default=True, **kwargs)
 
 
 def _parse_steps(option: str, text: str) -> int:
@@ -302,86 +311,36 @@ def train(
             help="Training data: .csv (wide or long), .npz, .npy, or - for CSV on stdin."
         ),
     ],
-    model_dir: Annotated[
-        Path, _opt("--model-dir", "-m", help="Where to write the model directory.")
-    ] = Path("model"),
     val: Annotated[
         str | None,
-        _opt("--val", help="Validation data file (else --val-split of DATA is held out)."),
+        _data_opt("--val", help="Validation data file (else --val-split of DATA is held out)."),
     ] = None,
     val_split: Annotated[
         float,
-        _opt("--val-split", help="Fraction of DATA held out for validation, stratified by class."),
+        _data_opt(
+            "--val-split", help="Fraction of DATA held out for validation, stratified by class."
+        ),
     ] = _TRAIN.val_split,
-    epochs: Annotated[
-        int, _opt("--epochs", min=1, help="Maximum number of epochs.")
-    ] = _TRAIN.epochs,
-    batch_size: Annotated[
-        int, _opt("--batch-size", min=1, max=65536, help="Sequences per optimizer step.")
-    ] = _TRAIN.batch_size,
-    lr: Annotated[
-        float, _opt("--lr", help="Peak learning rate of AdamW (linear warm-up, cosine decay).")
-    ] = _TRAIN.lr,
-    weight_decay: Annotated[
-        float, _opt("--weight-decay", min=0.0, help="AdamW decoupled weight decay.")
-    ] = _TRAIN.weight_decay,
-    warmup: Annotated[
-        int, _opt("--warmup", min=0, help="Warm-up optimizer steps (at most a tenth of all steps).")
-    ] = _TRAIN.warmup_steps,
-    clip_norm: Annotated[
-        float,
-        _opt(
-            "--clip-norm", min=0.0, help="Clip gradients to this global norm; 0 turns clipping off."
-        ),
-    ] = _TRAIN.clip_norm,
-    label_smoothing: Annotated[
-        float, _opt("--label-smoothing", help="Label smoothing, in [0, 1).")
-    ] = _TRAIN.label_smoothing,
-    class_weight: Annotated[
-        str, _opt("--class-weight", help=f"Loss weights per class: {'|'.join(CLASS_WEIGHTS)}.")
-    ] = _TRAIN.class_weight,
-    monitor: Annotated[
+    label_col: LabelCol = "label",
+    id_col: IdCol = "id",
+    time_col: TimeCol = "time",
+    labels: LabelsFile = None,
+    normalize: Annotated[
         str,
-        _opt(
-            "--monitor",
-            help=f"Validation metric for the best epoch and early stopping: {'|'.join(MONITORS)}.",
+        _data_opt(
+            "--normalize",
+            help=f"Input scaling: {'|'.join(NORMALIZATIONS)} (per feature, or per sequence).",
         ),
-    ] = _TRAIN.monitor,
-    patience: Annotated[
-        int, _opt("--patience", min=1, help="Epochs without progress on --monitor before stopping.")
-    ] = _TRAIN.patience,
-    min_steps: Annotated[
-        int, _opt("--min-steps", min=0, help="Optimizer steps always taken before early stopping.")
-    ] = _TRAIN.min_steps,
-    refit: Annotated[
-        str,
-        _opt(
-            "--refit",
-            help=f"{'|'.join(REFITS)}: after the validation run, train again on all of DATA "
-            f"for the epochs it chose (auto: when fewer than {REFIT_BELOW} sequences were held "
-            "out; not with --val).",
-        ),
-    ] = _TRAIN.refit,
-    seed: Annotated[
-        int,
-        _opt("--seed", min=0, help="Seed for initialisation, shuffling, dropout and the split."),
-    ] = _TRAIN.seed,
-    seeds: Annotated[
-        int,
-        _opt(
-            "--seeds",
-            min=1,
-            max=64,
-            help="Train this many models at once (seeds SEED, SEED+1, ...) as an ensemble.",
-        ),
-    ] = _TRAIN.ensemble,
-    cell: Annotated[str, _opt("--cell", help=f"Recurrent cell: {'|'.join(CELLS)}.")] = _MODEL.cell,
+    ] = "feature",
+    cell: Annotated[
+        str, _model_opt("--cell", help=f"Recurrent cell: {'|'.join(CELLS)}.")
+    ] = _MODEL.cell,
     hidden: Annotated[
-        int, _opt("--hidden", min=1, max=8192, help="Recurrent state size.")
+        int, _model_opt("--hidden", min=1, max=8192, help="Recurrent state size.")
     ] = _MODEL.hidden,
     layers: Annotated[
         int,
-        _opt(
+        _model_opt(
             "--layers",
             min=0,
             max=16,
@@ -390,44 +349,46 @@ def train(
     ] = _MODEL.layers,
     bidirectional: Annotated[
         bool,
-        _opt(
+        _model_opt(
             "--bidirectional/--unidirectional",
             help="Add a backward pass over each sequence's valid steps.",
         ),
     ] = _MODEL.bidirectional,
     pool: Annotated[
         str,
-        _opt(
+        _model_opt(
             "--pool",
             help=f"Per-step states to one vector: {'|'.join(POOLS)}, or several (last,mean).",
         ),
     ] = _MODEL.pool,
     dense: Annotated[
         str,
-        _opt(
+        _model_opt(
             "--dense", help="Hidden Dense layer sizes of the head, e.g. 128,64 ('none' for none)."
         ),
     ] = ",".join(map(str, _MODEL.dense)),
     dropout: Annotated[
         float,
-        _opt("--dropout", help="Dropout between recurrent layers and in the head, in [0, 1)."),
+        _model_opt(
+            "--dropout", help="Dropout between recurrent layers and in the head, in [0, 1)."
+        ),
     ] = _MODEL.dropout,
     layer_norm: Annotated[
         bool,
-        _opt(
+        _model_opt(
             "--layer-norm/--no-layer-norm", help="Layer normalisation after each recurrent layer."
         ),
     ] = _MODEL.layer_norm,
     patch: Annotated[
         str,
-        _opt(
+        _model_opt(
             "--patch",
             help="Fold K steps into one recurrent step ('auto': from the training lengths).",
         ),
     ] = "auto",
     conv: Annotated[
         str,
-        _opt(
+        _model_opt(
             "--conv",
             help="Convolutional front end before the recurrent layers: channels:kernel blocks "
             "(conv, batch norm over valid steps, ReLU), or 'none'.",
@@ -435,7 +396,7 @@ def train(
     ] = DEFAULT_CONV,
     downsample: Annotated[
         str,
-        _opt(
+        _model_opt(
             "--downsample",
             help="Max-pool the conv features over K steps before the recurrent layers "
             "('auto': from the training lengths).",
@@ -443,14 +404,14 @@ def train(
     ] = "auto",
     skip: Annotated[
         bool,
-        _opt(
+        _model_opt(
             "--skip/--no-skip",
             help="Join the conv features' average over valid steps with the recurrent states.",
         ),
     ] = _MODEL.skip,
     branch_dropout: Annotated[
         float,
-        _opt(
+        _model_opt(
             "--branch-dropout",
             help="Share of training examples whose recurrent states are dropped whole "
             "(with the conv skip path), in [0, 1).",
@@ -458,43 +419,106 @@ def train(
     ] = _MODEL.branch_dropout,
     precision: Annotated[
         str,
-        _opt(
+        _model_opt(
             "--precision",
             help=f"Matrix-product inputs: {'|'.join(PRECISIONS)} (bf16: float32 parameters and "
             "sums, bfloat16 inputs; faster where the hardware multiplies bf16).",
         ),
     ] = _MODEL.precision,
-    devices: Annotated[
+    epochs: Annotated[
+        int, _training_opt("--epochs", min=1, help="Maximum number of epochs.")
+    ] = _TRAIN.epochs,
+    batch_size: Annotated[
+        int, _training_opt("--batch-size", min=1, max=65536, help="Sequences per optimizer step.")
+    ] = _TRAIN.batch_size,
+    lr: Annotated[
+        float,
+        _training_opt("--lr", help="Peak learning rate of AdamW (linear warm-up, cosine decay)."),
+    ] = _TRAIN.lr,
+    weight_decay: Annotated[
+        float, _training_opt("--weight-decay", min=0.0, help="AdamW decoupled weight decay.")
+    ] = _TRAIN.weight_decay,
+    warmup: Annotated[
         int,
-        _opt(
-            "--devices",
-            min=0,
-            envvar="RNNFC_DEVICES",
-            help="Split batches over this many local devices (0: as many as divide the batch;"
-            " on CPU, one per core, shares of at least 32 rows).",
+        _training_opt(
+            "--warmup", min=0, help="Warm-up optimizer steps (at most a tenth of all steps)."
         ),
-    ] = _TRAIN.devices,
+    ] = _TRAIN.warmup_steps,
+    clip_norm: Annotated[
+        float,
+        _training_opt(
+            "--clip-norm", min=0.0, help="Clip gradients to this global norm; 0 turns clipping off."
+        ),
+    ] = _TRAIN.clip_norm,
+    label_smoothing: Annotated[
+        float, _training_opt("--label-smoothing", help="Label smoothing, in [0, 1).")
+    ] = _TRAIN.label_smoothing,
+    class_weight: Annotated[
+        str,
+        _training_opt("--class-weight", help=f"Loss weights per class: {'|'.join(CLASS_WEIGHTS)}."),
+    ] = _TRAIN.class_weight,
+    monitor: Annotated[
+        str,
+        _training_opt(
+            "--monitor",
+            help=f"Validation metric for the best epoch and early stopping: {'|'.join(MONITORS)}.",
+        ),
+    ] = _TRAIN.monitor,
+    patience: Annotated[
+        int,
+        _training_opt(
+            "--patience", min=1, help="Epochs without progress on --monitor before stopping."
+        ),
+    ] = _TRAIN.patience,
+    min_steps: Annotated[
+        int,
+        _training_opt(
+            "--min-steps", min=0, help="Optimizer steps always taken before early stopping."
+        ),
+    ] = _TRAIN.min_steps,
+    refit: Annotated[
+        str,
+        _training_opt(
+            "--refit",
+            help=f"{'|'.join(REFITS)}: after the validation run, train again on all of DATA "
+            f"for the epochs it chose (auto: when fewer than {REFIT_BELOW} sequences were held "
+            "out; not with --val).",
+        ),
+    ] = _TRAIN.refit,
+    seed: Annotated[
+        int,
+        _training_opt(
+            "--seed", min=0, help="Seed for initialisation, shuffling, dropout and the split."
+        ),
+    ] = _TRAIN.seed,
+    seeds: Annotated[
+        int,
+        _training_opt(
+            "--seeds",
+            min=1,
+            max=64,
+            help="Train this many models at once (seeds SEED, SEED+1, ...) as an ensemble.",
+        ),
+    ] = _TRAIN.ensemble,
     buckets: Annotated[
         bool,
-        _opt(
+        _training_opt(
             "--buckets/--no-buckets",
             help="Batch sequences of similar length (>= 1024 sequences, >= 30% less padding).",
         ),
     ] = _TRAIN.length_buckets,
-    normalize: Annotated[
-        str,
-        _opt(
-            "--normalize",
-            help=f"Input scaling: {'|'.join(NORMALIZATIONS)} (per feature, or per sequence).",
-        ),
-    ] = "feature",
+    model_dir: Annotated[
+        Path, _output_opt("--model-dir", "-m", help="Where to write the model directory.")
+    ] = Path("model"),
     force: Annotated[
         bool,
-        _opt("--force", help="Replace MODEL_DIR if it already holds a model; discard a saved run."),
+        _output_opt(
+            "--force", help="Replace MODEL_DIR if it already holds a model; discard a saved run."
+        ),
     ] = False,
     resume: Annotated[
         bool,
-        _opt(
+        _output_opt(
             "--resume",
             help="Continue the interrupted run for MODEL_DIR from its last snapshot, with its "
             "settings (DATA must be the same).",
@@ -502,7 +526,7 @@ def train(
     ] = False,
     checkpoint_every: Annotated[
         float,
-        _opt(
+        _output_opt(
             "--checkpoint-every",
             min=0.0,
             help="Seconds between snapshots of the full train state, for --resume "
@@ -510,39 +534,22 @@ def train(
         ),
     ] = 5.0,
     json_output: Annotated[
-        bool, _opt("--json", help="Print the training summary as one JSON object on stdout.")
+        bool,
+        _output_opt("--json", help="Print the training summary as JSON on stdout, not a table."),
     ] = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
-    coordinator: Annotated[
-        str | None,
-        _opt(
-            "--coordinator",
-            help="HOST:PORT of process 0 in a multi-host run (one process per host; with "
-            "--num-processes and --process-id). SLURM, Open MPI and TPU pods are detected.",
-        ),
-    ] = None,
-    num_processes: Annotated[
-        int | None, _opt("--num-processes", min=1, help="Processes in a multi-host run.")
-    ] = None,
-    process_id: Annotated[
-        int | None, _opt("--process-id", min=0, help="This process's rank, 0 to N-1.")
-    ] = None,
     tensorboard: Annotated[
         Path | None,
-        _opt(
+        _output_opt(
             "--tensorboard",
             help="Also write each epoch's metrics as TensorBoard scalars into this directory "
             "(pip install 'rnnfc[tensorboard]').",
         ),
     ] = None,
-    label_col: LabelCol = "label",
-    id_col: IdCol = "id",
-    time_col: TimeCol = "time",
-    labels: LabelsFile = None,
     config: Annotated[
         Path | None,
-        typer.Option(
+        _output_opt(
             "--config",
             is_eager=True,
             callback=_load_train_config,
@@ -550,12 +557,42 @@ def train(
             "given on the command line win. MODEL_DIR/config.toml holds a run's settings.",
         ),
     ] = None,
+    devices: Annotated[
+        int,
+        _run_opt(
+            "--devices",
+            min=0,
+            envvar="RNNFC_DEVICES",
+            help="Split batches over this many local devices (0: as many as divide the batch;"
+            " on CPU, one per core, shares of at least 32 rows).",
+        ),
+    ] = _TRAIN.devices,
+    coordinator: Annotated[
+        str | None,
+        _run_opt(
+            "--coordinator",
+            help="HOST:PORT of process 0 in a multi-host run (one process per host; with "
+            "--num-processes and --process-id). SLURM, Open MPI and TPU pods are detected.",
+        ),
+    ] = None,
+    num_processes: Annotated[
+        int | None, _run_opt("--num-processes", min=1, help="Processes in a multi-host run.")
+    ] = None,
+    process_id: Annotated[
+        int | None, _run_opt("--process-id", min=0, help="This process's rank, 0 to N-1.")
+    ] = None,
 ) -> None:
     """Train a classifier on DATA and save the best epoch (by validation score) to MODEL_DIR."""
-    from rnnfc_cli import api, display
+    from rnnfc_cli import api, checkpoint, display
 
     del config
     settings = {name: value for name, value in locals().items() if name in _RUN_SETTINGS}
+    if resume and not checkpoint.has_snapshot(model_dir):
+        # One command line serves every attempt of a requeued job: the first starts afresh.
+        resume = False
+        if not quiet:
+            staging = checkpoint.staging_dir(model_dir)
+            _note("train", f"--resume: nothing saved in {staging} to continue; starting a new run")
     if resume:
         settings = _resume_settings(ctx, model_dir, settings)
     request = _train_request(settings, data, model_dir, force, resume, checkpoint_every)
@@ -564,8 +601,10 @@ def train(
         import jax
 
         speaker = jax.process_index() == 0  # process 0 speaks and logs for the run
-        quiet, json_output = quiet or not speaker, json_output and speaker
+        quiet = quiet or not speaker
         tensorboard = tensorboard if speaker else None
+    else:
+        speaker = True
     with contextlib.ExitStack() as stack:
         progress = stack.enter_context(display.TrainingDisplay(quiet=quiet, verbose=verbose))
         callbacks = progress
@@ -580,10 +619,10 @@ def train(
         # Ctrl-C ends this process and jax.distributed's health checks end the others.
         stop = None if distributed else stack.enter_context(_stop_on_signals())
         summary = _train_or_explain(api, dataclasses.replace(request, stop=stop), callbacks)
-    if not quiet:
-        display.render_train_summary(summary)
-    if json_output:
+    if speaker and json_output:
         _print_json(summary)
+    elif speaker:
+        display.render_train_summary(summary)
     if summary["diverged_at"]:
         where = summary["diverged_at"]
         raise TrainingDivergedError(
@@ -790,11 +829,11 @@ def evaluate(
         ),
     ],
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print the metrics as one JSON object on stdout.")
+        bool, _output_opt("--json", help="Print the metrics as JSON on stdout, not tables.")
     ] = False,
     min_accuracy: Annotated[
         float | None,
-        typer.Option(
+        _output_opt(
             "--min-accuracy",
             min=0.0,
             max=1.0,
@@ -818,7 +857,7 @@ def evaluate(
     result = report.to_dict(classes)
     if json_output:
         _print_json(result)
-    elif not quiet:
+    else:
         display.render_eval(result)
     if verbose and not quiet:
         _note("eval", f"scored {report.n} sequences in {time.perf_counter() - started:.2f}s")
@@ -838,16 +877,16 @@ def predict(
         ),
     ],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+        Path | None, _output_opt("--output", "-o", help="Write here instead of stdout.")
     ] = None,
     output_format: Annotated[
-        str, typer.Option("--format", help="Output format: csv|jsonl.")
+        str, _output_opt("--format", help="Output format: csv|jsonl.")
     ] = "csv",
     proba: Annotated[
-        bool, typer.Option("--proba", help="Add the probability of every class.")
+        bool, _output_opt("--proba", help="Add the probability of every class.")
     ] = False,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, max=65536, help="Sequences per compiled call.")
+        int, _run_opt("--batch-size", min=1, max=65536, help="Sequences per compiled call.")
     ] = 256,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -921,20 +960,21 @@ def _write_atomic(path: Path, text: str) -> None:
 def info(
     model_dir: ModelDirArg,
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print everything as one JSON object on stdout.")
+        bool, _output_opt("--json", help="Print everything as JSON on stdout, not a table.")
     ] = False,
     quiet: Quiet = False,
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Add the training settings to the card.")
+        bool, _output_opt("--verbose", "-v", help="Add the training settings to the card.")
     ] = False,
 ) -> None:
     """Describe a model: architecture, parameters, labels, features, data, scores, versions."""
     from rnnfc_cli import api, display
 
+    del quiet  # info writes nothing on stderr; -q is accepted like everywhere else
     description = api.describe(model_dir)
     if json_output:
         _print_json(description)
-    elif not quiet:
+    else:
         display.render_info(description, verbose=verbose)
 
 
@@ -950,7 +990,7 @@ def report(
     ] = None,
     output: Annotated[
         str,
-        typer.Option("--output", "-o", help="Where to write the HTML page ('-' for stdout)."),
+        _output_opt("--output", "-o", help="Where to write the HTML page ('-' for stdout)."),
     ] = "report.html",
     quiet: Quiet = False,
     verbose: Verbose = False,

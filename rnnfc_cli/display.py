@@ -1,8 +1,10 @@
-"""Rich rendering on stderr: the live training display and the human-readable reports.
+"""Rich rendering: the live training display on stderr, the results' tables on stdout.
 
-Stdout is kept for results (CSV, JSON), so everything here writes to an stderr console.
-Rich strips colour when stderr is not a terminal or ``NO_COLOR`` is set; on a
-non-terminal (a CI log) training prints one plain line per epoch instead of redrawing.
+The result of a command goes to stdout (a table here, or the JSON the CLI prints instead
+with ``--json``); progress, logs and warnings go to stderr, so ``rnnfc eval ... >
+metrics.txt`` keeps the metrics and a pipe never sees a progress bar. Rich strips colour
+from a stream that is not a terminal or when ``NO_COLOR`` is set; on a non-terminal (a CI
+log) training prints one plain line per epoch instead of redrawing.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False)  # progress and notes
+results = Console(highlight=False)  # the result tables
 
 
 def _fmt(value: float) -> str:
@@ -163,7 +166,7 @@ def render_train_summary(summary: dict[str, Any]) -> None:
     ]
     for name, value in rows:
         table.add_row(name, str(value))
-    console.print(table)
+    results.print(table)
 
 
 def render_eval(report: dict[str, Any]) -> None:
@@ -175,7 +178,7 @@ def render_eval(report: dict[str, Any]) -> None:
     head.add_row("accuracy", _fmt(report["accuracy"]))
     head.add_row("macro F1", _fmt(report["macro_f1"]))
     head.add_row("log loss", _fmt(report["log_loss"]))
-    console.print(head)
+    results.print(head)
 
     per_class = Table(title="Per class", title_justify="left")
     per_class.add_column("label")
@@ -189,7 +192,7 @@ def render_eval(report: dict[str, Any]) -> None:
             _fmt(scores["f1"]),
             str(scores["support"]),
         )
-    console.print(per_class)
+    results.print(per_class)
 
     confusion = Table(
         title="Confusion matrix (rows: true, columns: predicted)", title_justify="left"
@@ -201,7 +204,7 @@ def render_eval(report: dict[str, Any]) -> None:
     for i, (label, row) in enumerate(zip(labels, report["confusion_matrix"], strict=True)):
         cells = [f"[bold green]{count}[/]" if i == j else str(count) for j, count in enumerate(row)]
         confusion.add_row(label, *cells)
-    console.print(confusion)
+    results.print(confusion)
 
 
 def render_info(info: dict[str, Any], verbose: bool = False) -> None:
@@ -237,7 +240,7 @@ def render_info(info: dict[str, Any], verbose: bool = False) -> None:
         rows += [(f"train: {name}", str(value)) for name, value in info["train"].items()]
     for name, value in rows:
         table.add_row(name, value)
-    console.print(table)
+    results.print(table)
 
 
 def _features(info: dict[str, Any]) -> str:

@@ -70,11 +70,18 @@ def test_eval_json_matches_the_library_and_gates(tiny_data, trained_model):
             assert "below --min-accuracy" in failed.stderr
 
 
-def test_eval_tables_go_to_stderr_not_stdout(tiny_data, trained_model):
-    result = invoke("eval", trained_model, tiny_data["test_long"])
-    assert result.exit_code == 0
-    assert result.stdout == ""
-    assert "accuracy" in result.stderr and "Confusion" in result.stderr
+def test_results_go_to_stdout_as_a_table_or_only_as_json(tiny_data, trained_model):
+    """The result is on stdout, a table or (--json) JSON alone; stderr stays empty."""
+    tables = invoke("eval", trained_model, tiny_data["test_long"])
+    assert tables.exit_code == 0 and tables.stderr == ""
+    assert "accuracy" in tables.stdout and "Confusion" in tables.stdout
+    card = invoke("info", trained_model)
+    assert card.exit_code == 0 and card.stderr == ""
+    assert "lstm x 1 layer(s)" in card.stdout
+    for command in (["eval", trained_model, tiny_data["test_long"]], ["info", trained_model]):
+        result = invoke(*command, "--json")
+        assert result.exit_code == 0 and result.stderr == ""
+        assert isinstance(json.loads(result.stdout), dict)  # nothing but the JSON
 
 
 def test_predict_csv_in_input_order_with_probabilities(tiny_data, trained_model):
@@ -125,6 +132,15 @@ def test_help_and_version_do_not_import_jax():
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
+def test_train_help_groups_every_option_in_panels_in_order():
+    text = invoke("train", "--help").stdout
+    titles = [line.split("─ ")[1].split(" ─")[0] for line in text.splitlines() if "╭─ " in line]
+    panels = ["Data", "Model", "Training", "Output", "Run / distributed"]
+    assert titles == ["Arguments", "Options", *panels]
+    options = text.split("╭─ Options")[1].split("╰")[0]
+    assert "--help" in options and options.count("--") == 1  # nothing left ungrouped
+
+
 def test_real_processes_train_eval_predict(tiny_data, tmp_path):
     """The installed entry point (python -m rnnfc_cli) chained as in the README."""
     model_dir = tmp_path / "model"
@@ -138,14 +154,18 @@ def test_real_processes_train_eval_predict(tiny_data, tmp_path):
     )
     assert train.returncode == 0, train.stderr
     assert json.loads(train.stdout)["model_dir"] == str(model_dir)
+    assert "Training finished" not in train.stderr  # with --json, no table anywhere
     evaluated = subprocess.run(
         [*cmd, "eval", str(model_dir), str(tiny_data["test_long"]), "--json"],
         capture_output=True,
         text=True,
         env=env,
     )
-    assert evaluated.returncode == 0, evaluated.stderr
+    assert evaluated.returncode == 0 and evaluated.stderr == "", evaluated.stderr
     assert json.loads(evaluated.stdout)["n"] == 12
+    card = subprocess.run([*cmd, "info", str(model_dir)], capture_output=True, text=True, env=env)
+    assert card.returncode == 0 and card.stderr == "", card.stderr
+    assert "lstm" in card.stdout.lower()  # rnnfc info m | grep -i lstm
     predicted = subprocess.run(
         [*cmd, "predict", str(model_dir), str(tiny_data["test_wide"])],
         capture_output=True,

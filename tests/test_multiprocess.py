@@ -123,11 +123,8 @@ def test_the_cli_writes_one_model_directory_from_process_0(tiny_data, tmp_path):
     summary = json.loads(out0)
     assert summary["processes"] == 2 and summary["devices"] == 2
     assert (out1, _own_lines(err1)) == ("", [])  # only process 0 reports, even progress
-    epochs = [line for line in _own_lines(err0) if line.startswith("epoch ")]
-    assert [line.split()[1] for line in epochs] == ["1/2", "2/2"]
-    # The rest is the summary table: no warnings, errors or tracebacks from any library.
-    table = [line for line in _own_lines(err0) if line not in epochs]
-    assert table[0].startswith("Training finished") and "2 x cpu" in err0
-    assert all(line[:1] in "┌│├└" for line in table[1:]), err0
+    # Process 0's stderr is its progress alone: no warnings, errors or tracebacks from any
+    # library.
+    assert [line.split()[:2] for line in _own_lines(err0)] == [["epoch", "1/2"], ["epoch", "2/2"]]
     assert (model_dir / "summary.json").is_file()
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["m"]

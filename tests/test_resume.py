@@ -333,26 +333,46 @@ CLI_FLAGS = ["--hidden", "8", "--dense", "8", "--batch-size", "8", "--epochs", "
 CLI_FLAGS += ["--patience", "100", "--min-steps", "0", "--checkpoint-every", "60"]
 
 
-def test_sigterm_saves_and_the_printed_command_resumes(tiny_data, tmp_path, signals_at, capsys):
+def test_sigterm_saves_and_one_resume_command_line_serves_every_attempt(
+    tiny_data, tmp_path, signals_at, capsys
+):
+    """As a scheduler requeues a job: the same ``--resume`` command line starts afresh when
+    nothing is saved, and continues a run that was stopped."""
     import shlex
     import signal
 
     from rnnfc_cli.cli import main
 
     model_dir = tmp_path / "m"
+    argv = ["train", str(tiny_data["train_npz"]), "-m", str(model_dir), *CLI_FLAGS, "--resume"]
     signals_at((2, 1), signal.SIGTERM)
-    assert main(["train", str(tiny_data["train_npz"]), "-m", str(model_dir), *CLI_FLAGS]) == 130
+    assert main(argv) == 130
     err = capsys.readouterr().err
+    assert "--resume: nothing saved" in err and "starting a new run" in err
     assert "stopping after this step" in err and "Traceback" not in err
     saved = checkpoint.read_snapshot(model_dir)
     assert saved is not None and saved[1]["epoch"] == 2 and saved[1]["batches_done"] == 1
     command = shlex.split(err.strip().splitlines()[-1].split("continue it with: ")[1])
     assert command[:2] == ["rnnfc", "train"] and command[-1] == "--resume"
-    assert main(command[1:]) == 0, capsys.readouterr().err
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "nothing saved" not in capsys.readouterr().err
     summary = json.loads((model_dir / checkpoint.SUMMARY_FILE).read_text())
     assert summary["resumed_from_epoch"] == 1 and summary["epochs_run"] == 3
     assert _metric_epochs(model_dir) == [1, 2, 3]
     assert not checkpoint.staging_dir(model_dir).exists()
+
+
+def test_resume_with_nothing_saved_trains_afresh_and_says_so(tiny_data, tmp_path, capsys):
+    from rnnfc_cli.cli import main
+
+    argv = ["train", str(tiny_data["train_npz"]), "-m", str(tmp_path / "m"), *CLI_FLAGS]
+    assert main([*argv, "--resume", "--json", "--epochs", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["resumed_from_epoch"] is None
+    assert [line for line in err.splitlines() if "--resume" in line] == [
+        f"rnnfc train: --resume: nothing saved in {checkpoint.staging_dir(tmp_path / 'm')} "
+        "to continue; starting a new run"
+    ]
 
 
 def test_a_second_ctrl_c_quits_at_once(tiny_data, tmp_path, signals_at, capsys):
