@@ -137,7 +137,8 @@ def _detect_format(file: Path, head: bytes) -> str:
     if suffix in (".csv", ".txt", ".tsv") or not suffix:
         return "csv"
     raise BadInputError(
-        f"{file}: unknown format '{suffix}' (expected .csv, .npz or .npy, or '-' for CSV on stdin)"
+        f"{file}: unknown format '{suffix}': rnnfc reads .csv, .tsv, .txt, .npz and .npy files, "
+        "or '-' for CSV on stdin; convert it to one of those"
     )
 
 
@@ -241,8 +242,11 @@ class _CsvTable:
             values = np.where(empty, "0", cells).astype(np.float64)
         except ValueError:
             row, col = self._first_bad_number(cells, empty)
+            name = self.header[columns[col]]
             raise BadInputError(
-                f"{self.where(row, columns[col])}: '{cells[row, col]}' is not a number"
+                f"{self.where(row, columns[col])}: '{cells[row, col]}' is not a number; "
+                f"feature columns hold numbers (if '{name}' holds the class, add --label-col "
+                f"{name}; else remove the column)"
             ) from None
         bad = ~np.isfinite(values) & ~empty
         if bad.any():
@@ -264,12 +268,20 @@ class _CsvTable:
         raise AssertionError("numpy rejected a cell that float() accepts")
 
 
+def _label_candidate(header: list[str], options: ReadOptions) -> str:
+    """The column most likely to hold the labels, for an example in a message: the last one
+    that is not the id or time column (exports tend to put the target last)."""
+    others = [name for name in header if name not in (options.id_col, options.time_col)]
+    return (others or header)[-1]
+
+
 def _csv_labels(table: _CsvTable, options: ReadOptions) -> np.ndarray | None:
     if options.label_col not in table.header:
         if options.require_labels:
             raise BadInputError(
                 f"{table.source}: no label column '{options.label_col}' "
-                f"(columns: {_preview(table.header)}); name it with --label-col"
+                f"(columns: {_preview(table.header)}); name it with --label-col, e.g. "
+                f"--label-col {_label_candidate(table.header, options)}"
             )
         return None
     if not options.require_labels:

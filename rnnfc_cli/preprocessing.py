@@ -137,9 +137,12 @@ def conform(prep: Preprocessing, data: SequenceData) -> SequenceData:
         )
         return dataclasses.replace(data, inputs=inputs, feature_names=prep.feature_names)
     if data.num_features != prep.num_features:
+        expected = f"{prep.num_features}"
+        if prep.feature_names is not None:
+            expected += f" ({', '.join(prep.feature_names)})"
         raise BadInputError(
             f"{data.source}: has {data.num_features} features per step; the model was "
-            f"trained on {prep.num_features}"
+            f"trained on {expected}: give it data with the same features"
         )
     return data
 

@@ -129,7 +129,8 @@ DATA_CASES: list[Case] = [
         "no-label-column",
         ["train", "{file}", "--label-col", "klass"],
         {"a.csv": GOOD_LONG.encode()},
-        "no label column 'klass'",
+        "no label column 'klass' (columns: id, time, f0, f1, label); name it with --label-col, "
+        "e.g. --label-col label",
     ),
     ("no-features", ["train", "{file}"], {"a.csv": b"id,label\na,k\n"}, "no feature columns"),
     # --- cells
@@ -143,7 +144,8 @@ DATA_CASES: list[Case] = [
         "mixed-types",
         ["train", "{file}"],
         {"a.csv": (GOOD_LONG + "s9,0,one,2,up\n").encode()},
-        "row 26, column 'f0': 'one' is not a number",
+        "row 26, column 'f0': 'one' is not a number; feature columns hold numbers (if 'f0' "
+        "holds the class, add --label-col f0; else remove the column)",
     ),
     (
         "nan-cell",
@@ -277,7 +279,12 @@ DATA_CASES: list[Case] = [
         {"a.npy": _npy(X), "y.txt": b"up\ndown\nup\n"},
         "8 sequences but",
     ),
-    ("unknown-format", ["train", "{file}"], {"a.parquet": b"PAR1"}, "unknown format '.parquet'"),
+    (
+        "unknown-format",
+        ["train", "{file}"],
+        {"a.parquet": b"PAR1"},
+        "unknown format '.parquet': rnnfc reads .csv, .tsv, .txt, .npz and .npy files",
+    ),
     ("missing-file", ["train", "{file}x"], {"a.csv": b""}, "a.csvx: no such file"),
     # --- eval and predict against the trained model (2 features, labels up/down)
     (
@@ -291,7 +298,8 @@ DATA_CASES: list[Case] = [
         "predict-wrong-feature-count",
         ["predict", "{model}", "{file}"],
         {"a.npz": _npz(X=X[:, :, :1])},
-        "has 1 features per step; the model was trained on 2",
+        "has 1 features per step; the model was trained on 2 (f0, f1): give it data with the "
+        "same features",
     ),
     (
         "predict-renamed-features",
