@@ -13,7 +13,7 @@ import json
 import platform
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -365,7 +365,8 @@ def _versions() -> dict[str, str]:
 
 def _open_model(model_dir: Path):
     """One version of a saved model (see ``checkpoint.read_model``), in memory; returns its
-    files and ``proba(inputs, lengths, batch_size)``."""
+    files, ``proba(inputs, lengths, batch_size)`` and ``attribute(inputs, lengths,
+    targets)`` (``attribution.attributions`` of the same parameters)."""
     from rnnfc_cli import inference, models, runtime
 
     runtime.configure_jax()
@@ -379,13 +380,19 @@ def _open_model(model_dir: Path):
         )
 
     files, params = checkpoint.read_model(model_dir, load_params)
-    proba_fn = inference.make_proba_fn(models.build_model(files.model))
+    model = models.build_model(files.model)
+    proba_fn = inference.make_proba_fn(model)
 
     def proba(inputs, lengths: np.ndarray, batch_size: int) -> np.ndarray:
         lengths = lengths.astype(np.int32)
         return inference.predict_proba(proba_fn, params, inputs, lengths, batch_size)
 
-    return files, proba
+    def attribute(inputs, lengths: np.ndarray, targets: np.ndarray) -> list[np.ndarray]:
+        from rnnfc_cli import attribution
+
+        return attribution.attributions(model, params, inputs, lengths, targets)
+
+    return files, proba, attribute
 
 
 # Predict works through its input in chunks of about this many bytes of padded float64
@@ -402,7 +409,7 @@ def predict_chunks(
 ) -> Iterator[Predictions]:
     """Labels and probabilities for the sequences in ``path``, chunk after chunk, in input
     order (labels in the input are ignored)."""
-    files, proba_of = _open_model(model_dir)
+    files, proba_of, _ = _open_model(model_dir)
     sequences = data.read_sequences(path, dataclasses.replace(read, require_labels=False))
     inputs = preprocessing.transform_inputs(files.preprocessing, sequences)
     prep = files.preprocessing
@@ -447,6 +454,9 @@ class Scored:
       true: int[n], the true class indices.
       proba: float[n, classes], the model's probabilities.
       model: the version of the model that scored them.
+      attribute: ``(rows, classes) -> [float32[length, features]]``: how much each step and
+        feature of those sequences drove the model toward those classes (integrated
+        gradients on the scaled inputs, see ``attribution``).
     """
 
     report: Report
@@ -455,18 +465,25 @@ class Scored:
     true: np.ndarray
     proba: np.ndarray
     model: checkpoint.ModelFiles
+    attribute: Callable[[np.ndarray, np.ndarray], list[np.ndarray]]
 
 
 def score(model_dir: Path, path: str, read: data.ReadOptions = data.ReadOptions()) -> Scored:
     """Score the model on labelled data (``rnnfc eval``; ``rnnfc report --data``)."""
-    files, proba_of = _open_model(model_dir)
+    files, proba_of, attribute = _open_model(model_dir)
     sequences = data.read_sequences(path, dataclasses.replace(read, require_labels=True))
     prep = files.preprocessing
     inputs = preprocessing.transform_inputs(prep, sequences)
     true = preprocessing.encode_labels(prep, sequences)
     proba = proba_of(inputs, sequences.lengths, 256)
     classes = [prep.output_label(x) for x in prep.labels]
-    return Scored(classification_report(true, proba), classes, sequences, true, proba, files)
+
+    def attribute_rows(rows: np.ndarray, targets: np.ndarray) -> list[np.ndarray]:
+        rows = np.asarray(rows)
+        return attribute(np.asarray(inputs[rows]), sequences.lengths[rows], targets)
+
+    report = classification_report(true, proba)
+    return Scored(report, classes, sequences, true, proba, files, attribute_rows)
 
 
 def evaluate(

@@ -20,6 +20,7 @@ from rnnfc_cli import api, checkpoint
 from rnnfc_cli.errors import MissingExtraError
 
 WRONG_EXAMPLES = 6
+RIGHT_CLASSES = 6  # classes shown with a right answer each, the first ones
 _CSS = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1100px;
        color: #1b1f24; padding: 0 1rem; }
@@ -113,7 +114,8 @@ def confusion_heatmap(plt, confusion: list[list[int]], labels: list[Any], title:
 
 
 def wrong_examples(plt, scored: api.Scored, limit: int = WRONG_EXAMPLES) -> tuple[str, int]:
-    """The misclassified sequences the model was surest of, plotted over time.
+    """The misclassified sequences the model was surest of, plotted over time, each with
+    the steps that drove it to its wrong answer.
 
     Returns the SVG (empty when nothing is wrong) and how many sequences were wrong.
     """
@@ -122,11 +124,37 @@ def wrong_examples(plt, scored: api.Scored, limit: int = WRONG_EXAMPLES) -> tupl
     if wrong.size == 0:
         return "", 0
     surest = wrong[np.argsort(-scored.proba[wrong, predicted[wrong]], kind="stable")][:limit]
-    columns = min(3, len(surest))
-    rows = -(-len(surest) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.6 * rows), squeeze=False)
+    return sequence_figure(plt, scored, surest), int(wrong.size)
+
+
+def right_examples(plt, scored: api.Scored, per_class: int = 1) -> str:
+    """For each class (up to ``RIGHT_CLASSES``), the correctly classified sequence the
+    model was surest of, with the steps that drove it there (empty when none is right)."""
+    predicted = scored.proba.argmax(axis=1)
+    chosen = []
+    for label in range(len(scored.classes))[:RIGHT_CLASSES]:
+        right = np.flatnonzero((predicted == label) & (scored.true == label))
+        order = np.argsort(-scored.proba[right, label], kind="stable")
+        chosen.extend(right[order][:per_class].tolist())
+    return sequence_figure(plt, scored, np.array(chosen, int)) if chosen else ""
+
+
+def sequence_figure(plt, scored: api.Scored, rows: np.ndarray) -> str:
+    """Sequences ``rows`` of the scored data over time, three to a row, each above a heat
+    strip of how much each step drove the predicted class (integrated gradients summed
+    over features: red toward the prediction, blue away from it)."""
+    predicted = scored.proba.argmax(axis=1)
+    strips = scored.attribute(rows, predicted[rows])
+    columns = min(3, len(rows))
+    grid_rows = -(-len(rows) // columns)
+    figure = plt.figure(figsize=(4.2 * columns, 3.0 * grid_rows), layout="constrained")
+    grid = figure.add_gridspec(grid_rows, columns)
     names = scored.sequences.feature_names
-    for axis, index in zip(axes.flat, surest, strict=False):
+    for k, (index, strip) in enumerate(zip(rows, strips, strict=True)):
+        row, column = divmod(k, columns)
+        cell = grid[row, column].subgridspec(2, 1, height_ratios=[5, 1], hspace=0)
+        axis = figure.add_subplot(cell[0])
+        heat = figure.add_subplot(cell[1], sharex=axis)
         length = int(scored.sequences.lengths[index])
         values = np.asarray(scored.sequences.inputs[[index], :length])[0]
         for feature in range(values.shape[1]):
@@ -138,13 +166,23 @@ def wrong_examples(plt, scored: api.Scored, limit: int = WRONG_EXAMPLES) -> tupl
             f"{scored.sequences.ids[index]}: true {truth}, predicted {guess} ({confidence:.2f})",
             fontsize=9,
         )
-        axis.set_xlabel("step")
-    for axis in axes.flat[len(surest) :]:
-        axis.set_visible(False)
+        axis.tick_params(labelbottom=False)
+        per_step = strip.sum(axis=1)
+        limit = float(np.abs(per_step).max()) or 1.0
+        heat.imshow(
+            per_step[None, :],
+            aspect="auto",
+            cmap="RdBu_r",
+            vmin=-limit,
+            vmax=limit,
+            extent=(-0.5, length - 0.5, 0, 1),
+            interpolation="nearest",
+        )
+        heat.set_yticks([])
+        heat.set_xlabel("step")
     if values.shape[1] <= 8:
-        axes.flat[0].legend(fontsize=7, frameon=False)
-    figure.tight_layout()
-    return _svg(figure), int(wrong.size)
+        figure.axes[0].legend(fontsize=7, frameon=False)
+    return _svg(figure)
 
 
 def _table(rows: list[tuple[str, Any]]) -> str:
@@ -283,6 +321,19 @@ def build(model_dir: Path, test: api.Scored | None = None) -> str:
             f"the {shown} the model was surest of:</p><figure>{figure}</figure>"
             if wrong
             else "<p>Every test sequence is classified correctly.</p>"
+        )
+        right = right_examples(plt, test)
+        if right:
+            parts.append(
+                "<h2>Surest right answers</h2><p class='muted'>For each class, the test "
+                "sequence the model classified correctly with the most confidence.</p>"
+                f"<figure>{right}</figure>"
+            )
+        parts.append(
+            "<p class='muted'>The strip under each sequence shows which steps drove the "
+            "prediction: integrated gradients of the log-probability of the predicted class "
+            "with respect to the model's (scaled) inputs, summed over features; red pushed "
+            "toward the prediction, blue away from it.</p>"
         )
     if validation:
         parts.append(

@@ -295,7 +295,10 @@ def test_internal_error_is_one_line_with_a_log_and_debug_shows_it(monkeypatch, c
 
 def test_config_file_sets_options_flags_win_and_a_run_reproduces(tiny_data, tmp_path):
     config = tmp_path / "train.toml"
-    config.write_text('hidden = 16\npool = ["last", "mean"]\nepochs = 2\nbatch-size = 8\n')
+    config.write_text(
+        'hidden = 16\npool = ["last", "mean"]\nepochs = 2\nbatch-size = 8\nconv = "none"\n'
+        'refit = "off"\n'
+    )
     first = tmp_path / "first"
     result = invoke("train", tiny_data["train_npz"], "-m", first, "--config", config, "--hidden", 8)
     assert result.exit_code == 0, result.stderr

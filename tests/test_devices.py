@@ -18,7 +18,7 @@ from conftest import TINY_MODEL, make_sequences, padded
 from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.models import build_model
 from rnnfc_cli.train import ArraySet, SilentCallbacks, fit
-from rnnfc_cli.inference import make_proba_fn, predict_proba
+from rnnfc_cli.inference import data_devices, make_proba_fn, predict_proba
 
 seqs, labels = make_sequences(40, seed=3)
 data = ArraySet(np.nan_to_num(padded(seqs)).astype(np.float32),
@@ -38,6 +38,7 @@ sharded = predict_proba(make_proba_fn(model), params, data.inputs, data.lengths,
 single = predict_proba(make_proba_fn(model), params, data.inputs, data.lengths, 7,
                        devices=jax.local_devices()[:1])
 out["sharded_predict_diff"] = float(np.abs(sharded - single).max())
+out["auto"] = {size: len(data_devices(0, size, 256)) for size in (128, 32)}
 print(json.dumps(out))
 """
 
@@ -60,13 +61,15 @@ def test_four_devices_train_like_one():
     assert one["steps"] == four["steps"] == 9
     np.testing.assert_allclose(four["proba"], one["proba"], atol=1e-4)
     assert out["sharded_predict_diff"] < 1e-5
+    # Auto: as many devices as split the batch into shares of >= 32 rows on CPU.
+    assert out["auto"] == {"128": 4, "32": 1}
     for a, b in zip(one["params"], four["params"], strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4)
 
 
 def test_train_uses_every_device_unless_limited_and_reports_it(tmp_path):
-    """Auto: as many devices as split the batch into shares of >= 32 rows on CPU (128-row
-    batches: all 4; 32-row: 1). RNNFC_DEVICES sets the default; --devices wins over it."""
+    """RNNFC_DEVICES sets the default (the automatic choice is checked in the test above);
+    --devices wins over it; more than there are is refused."""
     from conftest import make_sequences, padded
 
     seqs, labels = make_sequences(256, seed=4)
@@ -76,8 +79,6 @@ def test_train_uses_every_device_unless_limited_and_reports_it(tmp_path):
     cmd = [sys.executable, "-m", "rnnfc_cli", "train", str(data), "-q", "--json"]
     cmd += ["--hidden", "8", "--dense", "8", "--epochs", "1", "--refit", "off", "--conv", "none"]
     runs = [
-        ({}, ["--batch-size", "128"], 4),
-        ({}, ["--batch-size", "32"], 1),
         ({"RNNFC_DEVICES": "3"}, [], 3),
         ({"RNNFC_DEVICES": "3"}, ["--devices", "2"], 2),
     ]

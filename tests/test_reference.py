@@ -69,7 +69,12 @@ def test_predict_equals_the_numpy_reference(case, tmp_path):
             model_dir=tmp_path / "m",
             model_options={**recurrent, **head, "dropout": 0.0},
             train=TrainConfig(
-                epochs=1, batch_size=8, min_steps=0, val_split=0.25, ensemble=members
+                epochs=1,
+                batch_size=8,
+                min_steps=0,
+                val_split=0.25,
+                ensemble=members,
+                refit="off",
             ),
             normalize=normalize,
         )

@@ -31,10 +31,12 @@ def test_the_page_is_self_contained_and_has_every_section(page, trained_model):
         "Learning curves",
         "Test scores",
         "Most confidently wrong",
+        "Surest right answers",
         "Validation scores",
         "Model card",
     ):
         assert f"<h2>{heading}</h2>" in page
+    assert "integrated gradients" in page
     assert page.count("<svg") >= 4  # curves, two heat maps, wrong examples or none
     assert not re.search(r"<(img|script|link)\b[^>]*(src|href)=", page)
     params = api.describe(trained_model)["summary"]["params"]
