@@ -383,9 +383,11 @@ def _open_model(model_dir: Path):
     model = models.build_model(files.model)
     proba_fn = inference.make_proba_fn(model)
 
-    def proba(inputs, lengths: np.ndarray, batch_size: int) -> np.ndarray:
+    def proba(inputs, lengths: np.ndarray, batch_size: int, on_batch=None) -> np.ndarray:
         lengths = lengths.astype(np.int32)
-        return inference.predict_proba(proba_fn, params, inputs, lengths, batch_size)
+        return inference.predict_proba(
+            proba_fn, params, inputs, lengths, batch_size, on_batch=on_batch
+        )
 
     def attribute(inputs, lengths: np.ndarray, targets: np.ndarray) -> list[np.ndarray]:
         from rnnfc_cli import attribution
@@ -393,6 +395,24 @@ def _open_model(model_dir: Path):
         return attribution.attributions(model, params, inputs, lengths, targets)
 
     return files, proba, attribute
+
+
+# Told (sequences done, sequences in all) as prediction goes, for a progress display.
+Progress = Callable[[int, int], None]
+
+
+def _counter(progress: Progress | None, total: int) -> Callable[[int], None] | None:
+    """``on_batch`` for ``inference.predict_proba`` that adds up the rows for ``progress``."""
+    if progress is None:
+        return None
+    done = 0
+
+    def on_batch(rows: int) -> None:
+        nonlocal done
+        done += rows
+        progress(done, total)
+
+    return on_batch
 
 
 # Predict works through its input in chunks of about this many bytes of padded float64
@@ -406,6 +426,7 @@ def predict_chunks(
     path: str,
     read: data.ReadOptions = data.ReadOptions(),
     batch_size: int = 256,
+    progress: Progress | None = None,
 ) -> Iterator[Predictions]:
     """Labels and probabilities for the sequences in ``path``, chunk after chunk, in input
     order (labels in the input are ignored)."""
@@ -415,10 +436,11 @@ def predict_chunks(
     prep = files.preprocessing
     classes = [prep.output_label(label) for label in prep.labels]
     n, steps, features = inputs.shape
+    on_batch = _counter(progress, n)
     rows = max(1, PREDICT_CHUNK_BYTES // (steps * features * 8) // batch_size) * batch_size
     for start in range(0, n, rows):
         stop = min(start + rows, n)
-        proba = proba_of(inputs[start:stop], sequences.lengths[start:stop], batch_size)
+        proba = proba_of(inputs[start:stop], sequences.lengths[start:stop], batch_size, on_batch)
         yield Predictions(
             ids=sequences.ids[start:stop],
             labels=[classes[i] for i in proba.argmax(axis=1)],
@@ -468,14 +490,19 @@ class Scored:
     attribute: Callable[[np.ndarray, np.ndarray], list[np.ndarray]]
 
 
-def score(model_dir: Path, path: str, read: data.ReadOptions = data.ReadOptions()) -> Scored:
+def score(
+    model_dir: Path,
+    path: str,
+    read: data.ReadOptions = data.ReadOptions(),
+    progress: Progress | None = None,
+) -> Scored:
     """Score the model on labelled data (``rnnfc eval``; ``rnnfc report --data``)."""
     files, proba_of, attribute = _open_model(model_dir)
     sequences = data.read_sequences(path, dataclasses.replace(read, require_labels=True))
     prep = files.preprocessing
     inputs = preprocessing.transform_inputs(prep, sequences)
     true = preprocessing.encode_labels(prep, sequences)
-    proba = proba_of(inputs, sequences.lengths, 256)
+    proba = proba_of(inputs, sequences.lengths, 256, _counter(progress, len(sequences)))
     classes = [prep.output_label(x) for x in prep.labels]
 
     def attribute_rows(rows: np.ndarray, targets: np.ndarray) -> list[np.ndarray]:
@@ -487,10 +514,13 @@ def score(model_dir: Path, path: str, read: data.ReadOptions = data.ReadOptions(
 
 
 def evaluate(
-    model_dir: Path, path: str, read: data.ReadOptions = data.ReadOptions()
+    model_dir: Path,
+    path: str,
+    read: data.ReadOptions = data.ReadOptions(),
+    progress: Progress | None = None,
 ) -> tuple[Report, list[Any]]:
     """Metrics of the model on labelled data; returns the report and the class labels."""
-    scored = score(model_dir, path, read)
+    scored = score(model_dir, path, read, progress)
     return scored.report, scored.classes
 
 

@@ -851,9 +851,9 @@ def evaluate(
     from rnnfc_cli import api, display
 
     started = time.perf_counter()
-    report, classes = api.evaluate(
-        model_dir, data, _read_options(label_col, id_col, time_col, labels)
-    )
+    with display.PredictionProgress("eval", quiet) as progress:
+        read = _read_options(label_col, id_col, time_col, labels)
+        report, classes = api.evaluate(model_dir, data, read, progress)
     result = report.to_dict(classes)
     if json_output:
         _print_json(result)
@@ -895,14 +895,16 @@ def predict(
     time_col: TimeCol = "time",
 ) -> None:
     """Label every sequence in DATA, in input order: CSV 'id,label' (or JSON lines) on stdout."""
-    from rnnfc_cli import api
+    from rnnfc_cli import api, display
 
     _check_choice("--format", output_format, ("csv", "jsonl"))
     started = time.perf_counter()
-    chunks = api.predict_chunks(
-        model_dir, data, _read_options(label_col, id_col, time_col, None), batch_size
-    )
-    with _output_stream(output) as stream:
+    read = _read_options(label_col, id_col, time_col, None)
+    with (
+        display.PredictionProgress("predict", quiet) as progress,
+        _output_stream(output) as stream,
+    ):
+        chunks = api.predict_chunks(model_dir, data, read, batch_size, progress)
         count = 0
         for i, chunk in enumerate(chunks):
             stream.write(_format_predictions(chunk, output_format, proba, header=i == 0))

@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 console = Console(stderr=True, highlight=False)  # progress and notes
@@ -144,6 +150,49 @@ class TrainingDisplay:
 
     def on_snapshot(self, snapshot: Any) -> None:
         del snapshot
+
+
+class PredictionProgress:
+    """A progress bar on stderr for ``predict`` and ``eval`` runs that take a while:
+    sequences done, rate, time left. It appears only on a terminal, only without ``-q``,
+    and only once a run has gone on for ``DELAY`` seconds, so short runs and pipes see
+    nothing. Use as a context manager; call it with (sequences done, in all)."""
+
+    DELAY = 2.0
+
+    def __init__(self, what: str, quiet: bool = False):
+        self.what = what
+        self.enabled = console.is_terminal and not quiet
+        self.started = time.perf_counter()
+        self.progress: Progress | None = None
+
+    def __enter__(self) -> PredictionProgress:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.progress is None:
+            if time.perf_counter() - self.started < self.DELAY:
+                return
+            self.progress = Progress(
+                TextColumn(self.what),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=True,
+            )
+            self.task = self.progress.add_task(self.what, total=total, rate="")
+            self.progress.start()
+        task = self.progress.tasks[0]
+        rate = f"{task.speed:,.0f} sequences/s" if task.speed else ""
+        self.progress.update(self.task, completed=done, total=total, rate=rate)
 
 
 def _duration(seconds: float) -> str:

@@ -119,9 +119,14 @@ def member_proba(
     lengths: np.ndarray,
     batch_size: int = PREDICT_BATCH,
     devices: list[jax.Device] | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Each member's class probabilities, float64[members, n, classes], in fixed batches
-    split over ``devices`` (default: as many local devices as split a batch evenly)."""
+    split over ``devices`` (default: as many local devices as split a batch evenly).
+
+    ``on_batch(rows)`` is called as each batch finishes, for progress displays; batches
+    are then kept at most ``IN_FLIGHT`` deep, so that it reports what is done.
+    """
     n = len(inputs)
     devices = devices or data_devices(0, batch_size, n)
     shardings = batch_sharding(devices)
@@ -143,7 +148,20 @@ def member_proba(
         if shardings is not None:
             batch = jax.device_put(batch, shardings[0])
         chunks.append(proba_fn(params, *batch))
+        if on_batch is not None and len(chunks) > IN_FLIGHT:
+            finished = len(chunks) - 1 - IN_FLIGHT
+            jax.block_until_ready(chunks[finished])
+            on_batch(min(batch_size, n - finished * batch_size))
+    if on_batch is not None:
+        for finished in range(max(0, len(chunks) - IN_FLIGHT), len(chunks)):
+            jax.block_until_ready(chunks[finished])
+            on_batch(min(batch_size, n - finished * batch_size))
     return np.concatenate([np.asarray(c, np.float64) for c in to_host(chunks)], 1)[:, :n]
+
+
+# Batches dispatched ahead of the one a progress display waits for: enough to keep a
+# device busy while the host prepares the next.
+IN_FLIGHT = 2
 
 
 def place(tree: Any, sharding: NamedSharding) -> Any:
@@ -186,6 +204,8 @@ def predict_proba(
     lengths: np.ndarray,
     batch_size: int = PREDICT_BATCH,
     devices: list[jax.Device] | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Ensemble class probabilities float64[n, classes]: the members' average."""
-    return member_proba(proba_fn, params, inputs, lengths, batch_size, devices).mean(axis=0)
+    proba = member_proba(proba_fn, params, inputs, lengths, batch_size, devices, on_batch)
+    return proba.mean(axis=0)

@@ -69,3 +69,44 @@ def test_sparkline_follows_the_values(values):
     pairs = zip(itertools.pairwise(shown), itertools.pairwise(order), strict=True)
     for (a, b), (x, y) in pairs:
         assert (a < b) <= (x <= y) and (a > b) <= (x >= y)
+
+
+@pytest.mark.parametrize(
+    ("terminal", "quiet", "delay", "shown"),
+    [
+        (True, False, 0.0, True),
+        (False, False, 0.0, False),
+        (True, True, 0.0, False),
+        (True, False, 60.0, False),
+    ],
+    ids=["terminal", "pipe", "quiet", "short-run"],
+)
+def test_prediction_progress_only_on_a_terminal_for_long_runs(
+    monkeypatch, terminal, quiet, delay, shown
+):
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=terminal, width=100, color_system=None)
+    monkeypatch.setattr(display, "console", console)
+    monkeypatch.setattr(display.PredictionProgress, "DELAY", delay)
+    with display.PredictionProgress("predict", quiet=quiet) as progress:
+        for done in range(0, 1001, 250):
+            progress(done, 1000)
+    assert ("1000/1000" in out.getvalue()) == shown, out.getvalue()
+
+
+def test_batches_are_reported_as_they_finish_and_add_up():
+    import jax.numpy as jnp
+    import numpy as np
+
+    from rnnfc_cli import inference
+
+    def proba_fn(params, inputs, lengths):
+        return jnp.ones((1, len(inputs), 2)) * 0.5
+
+    reported = []
+    inputs = np.zeros((1000, 4, 1), np.float32)
+    proba = inference.predict_proba(
+        proba_fn, None, inputs, np.full(1000, 4), batch_size=64, on_batch=reported.append
+    )
+    assert proba.shape == (1000, 2)
+    assert reported == [64] * 15 + [40]  # every batch once, the last one's real rows
