@@ -41,9 +41,24 @@ XLA_FLAGS_AS_GIVEN = os.environ["RNNFC_TEST_XLA_FLAGS_AS_GIVEN"]
 XLA_DEFAULTS = os.environ.get("RNNFC_TEST_XLA_DEFAULTS") == "1"
 
 
+# The longest test (one to two minutes on 2 cores), started first: pytest-xdist hands out
+# tests in collection order, and started last it kept one worker busy long after the other
+# had run out of work.
+LONGEST_FIRST = ("test_xla_defaults.py::",)
+
+
+def _longest_first(item) -> int:
+    for rank, prefix in enumerate(LONGEST_FIRST):
+        if prefix in item.nodeid:
+            return rank
+    return len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Outside the XLA-defaults run, its tests are left to it (see ``XLA_FLAGS_AS_GIVEN``)."""
+    """The longest tests first; outside the XLA-defaults run, its tests are left to it (see
+    ``XLA_FLAGS_AS_GIVEN``)."""
     del config
+    items.sort(key=_longest_first)  # stable: the rest keep their order
     if XLA_DEFAULTS:
         return
     skip = pytest.mark.skip(reason="runs with XLA's default flags in test_xla_defaults.py")

@@ -149,10 +149,13 @@ def _unfinished_saves(partial: Path) -> set[str]:
     return {p.name for p in state_dir.iterdir() if "tmp" in p.name} if state_dir.is_dir() else set()
 
 
-def run(kills: int, seed: int, data: Path, workdir: Path, epochs: int = 40) -> dict:
+def run(
+    kills: int, seed: int, data: Path, workdir: Path, epochs: int = 40, existing: Path | None = None
+) -> dict:
     """Returns the counts of kills and where they landed. Kill ``i`` of ``kills`` comes
     after an epoch drawn from the ``i``-th of ``kills + 1`` equal slices of the run, so
-    every kill finds the run still going; a slice must be at least 8 epochs."""
+    every kill finds the run still going; a slice must be at least 8 epochs. The model
+    that the run replaces is a copy of ``existing``, else a 2-epoch one trained first."""
     from rnnfc_cli import api, checkpoint
 
     slice_epochs = epochs // (kills + 1)
@@ -160,8 +163,12 @@ def run(kills: int, seed: int, data: Path, workdir: Path, epochs: int = 40) -> d
         raise SystemExit(f"--epochs {epochs}: too few for {kills} kills (at least 8 each)")
     rng = random.Random(seed)
     reference, model_dir = workdir / "reference", workdir / "model"
-    _finish(_train(data, reference, epochs))
-    _finish(_train(data, model_dir, 2))  # the model a user already has
+    # Uninterrupted and without snapshots: they must not change the training either.
+    _finish(_train(data, reference, epochs, "--checkpoint-every", "3600"))
+    if existing is None:
+        _finish(_train(data, model_dir, 2))  # the model a user already has
+    else:
+        shutil.copytree(existing, model_dir)
     before = api.predict(model_dir, str(data)).proba
     partial = checkpoint.staging_dir(model_dir)
     counts = {"kills": 0, "in_save": 0, "nothing_saved_yet": 0, "resumed": 0}

@@ -33,7 +33,7 @@ def _request(tiny_data, model_dir: Path, **kwargs) -> api.TrainRequest:
         data=str(tiny_data["train_npz"]),
         model_dir=model_dir,
         model_options=TINY_MODEL,
-        train=TrainConfig(epochs=1, batch_size=16, min_steps=0, val_split=0.25),
+        train=TrainConfig(epochs=1, batch_size=16, min_steps=0, val_split=0.25, refit="off"),
         **kwargs,
     )
 

@@ -173,7 +173,7 @@ def test_a_cached_long_csv_trains_and_predicts_with_columns_in_any_order(
             data=str(train),
             model_dir=tmp_path / "m",
             model_options=TINY_MODEL,
-            train=TrainConfig(epochs=1, batch_size=8, min_steps=0, val_split=0.25),
+            train=TrainConfig(epochs=1, batch_size=8, min_steps=0, val_split=0.25, refit="off"),
         )
     )
     same = api.predict(tmp_path / "m", str(train)).proba

@@ -67,9 +67,9 @@ def test_four_devices_train_like_one():
         np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4)
 
 
-def test_train_uses_every_device_unless_limited_and_reports_it(tmp_path):
+def test_train_uses_the_devices_asked_for_and_reports_them(tmp_path):
     """RNNFC_DEVICES sets the default (the automatic choice is checked in the test above);
-    --devices wins over it; more than there are is refused."""
+    more devices than there are are refused."""
     from conftest import make_sequences, padded
 
     seqs, labels = make_sequences(256, seed=4)
@@ -78,19 +78,14 @@ def test_train_uses_every_device_unless_limited_and_reports_it(tmp_path):
     env = {**os.environ, "XLA_FLAGS": f"{os.environ['XLA_FLAGS']} {FOUR_CPU_DEVICES}"}
     cmd = [sys.executable, "-m", "rnnfc_cli", "train", str(data), "-q", "--json"]
     cmd += ["--hidden", "8", "--dense", "8", "--epochs", "1", "--refit", "off", "--conv", "none"]
-    runs = [
-        ({"RNNFC_DEVICES": "3"}, [], 3),
-        ({"RNNFC_DEVICES": "3"}, ["--devices", "2"], 2),
-    ]
-    for run, (extra_env, flags, expected) in enumerate(runs):
-        done = subprocess.run(
-            [*cmd, "-m", str(tmp_path / f"m{run}"), *flags],
-            capture_output=True,
-            text=True,
-            env={**env, **extra_env},
-        )
-        assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout)["devices"] == expected
+    done = subprocess.run(
+        [*cmd, "-m", str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+        env={**env, "RNNFC_DEVICES": "3"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["devices"] == 3
     refused = subprocess.run(
         [*cmd, "-m", str(tmp_path / "m8"), "--devices", "8"],
         capture_output=True,
@@ -98,3 +93,19 @@ def test_train_uses_every_device_unless_limited_and_reports_it(tmp_path):
         env=env,
     )
     assert refused.returncode == 2 and "--devices 8: only 4" in refused.stderr
+
+
+def test_the_devices_flag_wins_over_the_environment(tiny_data, tmp_path, monkeypatch):
+    """Told by the refusal of more devices than there are: the number refused is the
+    flag's when given, else RNNFC_DEVICES's."""
+    from typer.testing import CliRunner
+
+    from rnnfc_cli.cli import app
+
+    monkeypatch.setenv("RNNFC_DEVICES", "4096")
+    argv = ["train", str(tiny_data["train_npz"]), "-m", str(tmp_path / "m")]
+    from_env = CliRunner().invoke(app, argv)
+    from_flag = CliRunner().invoke(app, [*argv, "--devices", "4095"])
+    assert from_env.exit_code == from_flag.exit_code == 2
+    assert "--devices 4096: only" in from_env.stderr
+    assert "--devices 4095: only" in from_flag.stderr

@@ -115,7 +115,7 @@ def trained_npy_model(npy_pair, tmp_path):
             data=str(npy_pair[0]),
             model_dir=model_dir,
             model_options=TINY_MODEL,
-            train=TrainConfig(epochs=1, batch_size=8, min_steps=0, val_split=0.25),
+            train=TrainConfig(epochs=1, batch_size=8, min_steps=0, val_split=0.25, refit="off"),
             read=data.ReadOptions(labels_file=str(npy_pair[1])),
         )
     )

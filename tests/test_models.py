@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -29,7 +27,8 @@ def _inputs(batch=3, steps=7, features=2, seed=0):
     return inputs, lengths
 
 
-# Every value of every option, and every (pool, bidirectional) pair, in 8 models.
+# Every value of every option in 4 models; the (pool, direction) pairs not here are in
+# tests/test_reference.py, whose padding holds garbage too.
 COMBINATIONS = [
     dict(
         cell=CELLS[i % 3],
@@ -38,9 +37,9 @@ COMBINATIONS = [
         layers=1 + i % 2,
         layer_norm=i % 3 == 0,
         patch=1 if i % 2 else 3,
-        precision=PRECISIONS[i == 4],  # bf16 compiles slowly: one model here, cells below
+        precision=PRECISIONS[i == 2],  # bf16 compiles slowly: one model here, cells below
     )
-    for i, (pool, bidirectional) in enumerate(itertools.product(POOLS, (False, True)))
+    for i, (pool, bidirectional) in enumerate(zip(POOLS, (False, True, False, True), strict=True))
 ] + [
     dict(
         cell="lstm",

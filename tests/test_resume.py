@@ -392,7 +392,7 @@ def test_a_second_ctrl_c_quits_at_once(tiny_data, tmp_path, signals_at, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_sigkill_at_random_moments_never_loses_work(tiny_data):
+def test_sigkill_at_random_moments_never_loses_work(tiny_data, trained_model):
     """A short run of ``tests/fault_injection.py`` (the README quotes a long one). Seed 12
     kills after epoch 9, then while the resumed run saves a snapshot after epoch 37 or
     later; each kill must find the run still going (``run`` fails otherwise)."""
@@ -402,7 +402,12 @@ def test_sigkill_at_random_moments_never_loses_work(tiny_data):
 
     with tempfile.TemporaryDirectory() as workdir:
         result = run(
-            kills=2, seed=12, data=tiny_data["train_npz"], workdir=Path(workdir), epochs=36
+            kills=2,
+            seed=12,
+            data=tiny_data["train_npz"],
+            workdir=Path(workdir),
+            epochs=36,
+            existing=trained_model,
         )
     assert result["kills"] == 2 and result["resumed"] == 1, result
     assert result["after an epoch"] == result["in a save"] == 1, result
