@@ -89,6 +89,7 @@ def test_batch_statistics_count_valid_steps_of_real_rows_only():
     inputs, lengths = _inputs(steps=9)
     params = jax.tree.map(lambda p: p[0], init_params(model, member_keys(0, 1)))
 
+    @jax.jit
     def train_apply(x, steps_lengths, weights):
         return model.apply(
             {"params": params},
@@ -127,15 +128,17 @@ def test_the_train_step_puts_the_running_statistics_in_the_parameters():
     state = create_train_state(model, TrainConfig(), total_steps=2)
     inputs, lengths = _inputs()
     batch = Batch(inputs, lengths, jnp.array([0, 1, 2]), jnp.ones(3))
-    _, sown = model.apply(
-        {"params": jax.tree.map(lambda p: p[0], state.params)},
-        inputs,
-        lengths,
-        train=True,
-        row_weights=batch.weights,
-        rngs={"dropout": jax.random.key(0)},
-        mutable=[STATISTICS],
-    )
+    _, sown = jax.jit(
+        lambda params: model.apply(
+            {"params": params},
+            inputs,
+            lengths,
+            train=True,
+            row_weights=batch.weights,
+            rngs={"dropout": jax.random.key(0)},
+            mutable=[STATISTICS],
+        )
+    )(jax.tree.map(lambda p: p[0], state.params))
     state, _ = make_ensemble_step(np.ones(3, np.float32), 0.0)(state, batch, member_keys(0, 1))
     for name in ("mean", "var"):
         np.testing.assert_allclose(
@@ -158,11 +161,10 @@ def test_longer_padding_never_changes_logits():
     model = build_model(config)
     inputs, lengths = _inputs()
     params = jax.tree.map(lambda p: p[0], init_params(model, member_keys(1, 1)))
-    logits = model.apply({"params": params}, inputs, lengths, train=False)
+    apply = jax.jit(lambda x: model.apply({"params": params}, x, lengths, train=False))
+    logits = apply(inputs)
     longer = jnp.concatenate([inputs, jnp.full((3, 5, 2), 7.0)], axis=1)
-    np.testing.assert_allclose(
-        model.apply({"params": params}, longer, lengths, train=False), logits, rtol=1e-5, atol=1e-5
-    )
+    np.testing.assert_allclose(apply(longer), logits, rtol=1e-5, atol=1e-5)
 
 
 def test_reverse_valid_reverses_only_the_valid_part_and_is_an_involution():
