@@ -179,7 +179,8 @@ class FillAfterFirstSnapshot(SilentCallbacks):
 def request(**kwargs):
     return api.TrainRequest(
         data=data, model_dir=mount / "m", model_options={"hidden": 8, "dense": (8,)},
-        train=TrainConfig(epochs=6, batch_size=8, min_steps=0, val_split=0.25, patience=100),
+        train=TrainConfig(epochs=6, batch_size=8, min_steps=0, val_split=0.25, patience=100,
+                          refit="off"),
         checkpoint_every=0.0, **kwargs)
 
 try:
