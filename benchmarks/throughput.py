@@ -46,7 +46,7 @@ import torch
 from machine import cpu_model
 
 import rnnfc_cli.train as rt
-from rnnfc_cli import inference
+from rnnfc_cli import inference, parallel
 from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.models import build_model
 
@@ -152,8 +152,8 @@ def _rnnfc_model(cell: str, shape: tuple[int, int, int, int]):
 def _placement(batch_size: int):
     """The devices and shardings ``train.fit`` and ``predict`` use for this batch size:
     on CPU one device per core when they split the batch evenly."""
-    devices = inference.data_devices(0, batch_size)
-    return devices, inference.batch_sharding(devices)
+    devices = parallel.data_devices(0, batch_size)
+    return devices, parallel.batch_sharding(devices)
 
 
 def rnnfc_train(cell: str, shape: tuple[int, int, int, int]) -> Callable[[int], None]:
@@ -168,7 +168,7 @@ def rnnfc_train(cell: str, shape: tuple[int, int, int, int]) -> Callable[[int], 
     if shardings is None:
         batch = jax.device_put(batch)
     else:
-        state, key = inference.place((state, key), shardings[1])
+        state, key = parallel.place((state, key), shardings[1])
         batch = jax.device_put(batch, shardings[0])
     step = rt.make_ensemble_step(np.ones(NUM_CLASSES, np.float32), 0.0, shardings)
     holder = [state]
@@ -192,7 +192,7 @@ def rnnfc_infer(cell: str, shape: tuple[int, int, int, int]) -> Callable[[int], 
     if shardings is None:
         x, lengths = jax.device_put((x, lengths))
     else:
-        params = inference.place(params, shardings[1])
+        params = parallel.place(params, shardings[1])
         x, lengths = jax.device_put((x, lengths), shardings[0])
     infer = inference.make_proba_fn(model)
 

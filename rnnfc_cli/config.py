@@ -133,7 +133,7 @@ class TrainConfig(_Serializable):
         to its bucket's length) when the data is large and varied enough to pay for the
         extra compiled steps; see ``train.length_buckets``.
       devices: local devices to split each batch over (data parallel, parameters
-        replicated); 0 chooses (see ``inference.data_devices``).
+        replicated); 0 chooses (see ``parallel.data_devices``).
       ensemble: models trained at once (vmapped over parameters and PRNG keys, seeds
         ``seed .. seed + ensemble - 1``); predictions average their probabilities.
       refit: "on": when the validation data was held out of the training data, train

@@ -6,16 +6,23 @@ Parameters always carry a leading ensemble-member axis (of size 1 for a single m
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from rnnfc_cli.errors import BadInputError
 from rnnfc_cli.models import SequenceClassifier
+from rnnfc_cli.parallel import (
+    InFlight,
+    batch_sharding,
+    data_devices,
+    device_batch_size,
+    place,
+    to_host,
+)
 
 PREDICT_BATCH = 256
 
@@ -55,63 +62,6 @@ def make_proba_fn(model: SequenceClassifier) -> ProbaFn:
     return proba_fn
 
 
-# On CPU a device's share of a batch must be at least this many rows for splitting to
-# pay: below it, the per-step work of each device's scan is too small to outweigh the
-# gradient sum (measured with benchmarks/throughput.py: 2 devices ran 64-row LSTM/GRU
-# batches 1.3-2x faster than 1; 32-row batches no faster, sample_data's default model
-# slower).
-MIN_ROWS_PER_CPU_DEVICE = 32
-
-
-def data_devices(
-    count: int = 0, batch_size: int | None = None, examples: int | None = None
-) -> list[jax.Device]:
-    """The local devices to split batches of ``batch_size`` (out of ``examples``) over.
-
-    ``count`` > 0 takes the first ``count``. For 0 it is the most, up to all of them,
-    that split such a batch evenly (on CPU, into shares of at least
-    ``MIN_ROWS_PER_CPU_DEVICE`` rows), so the batch size stays what was asked; when one
-    batch holds every example, it is padded to split over the devices instead. In a
-    multi-process run (``jax.distributed``), every device of every process, and
-    ``count`` is ignored.
-    """
-    if jax.process_count() > 1:
-        return jax.devices()
-    available = jax.local_devices()
-    if count > len(available):
-        raise BadInputError(
-            f"--devices {count}: only {len(available)} {jax.default_backend()} device(s) here"
-        )
-    if count == 0 and batch_size is not None:
-        rows = min(batch_size, examples) if examples is not None else batch_size
-        limit = len(available)
-        if available[0].platform == "cpu":
-            limit = max(1, min(limit, rows // MIN_ROWS_PER_CPU_DEVICE))
-        if examples is not None and examples <= batch_size:
-            count = min(limit, examples)
-        else:
-            count = max(d for d in range(1, limit + 1) if batch_size % d == 0)
-    return available[: count or len(available)]
-
-
-def batch_sharding(devices: list[jax.Device]) -> tuple[NamedSharding, NamedSharding] | None:
-    """(split along the batch axis, replicated) over ``devices``; None for one device.
-
-    With replicated parameters and split batches, a jitted function runs data parallel:
-    XLA partitions it and adds the reductions (the gradient all-reduce when training).
-    """
-    if len(devices) == 1:
-        return None
-    mesh = Mesh(np.array(devices), ("data",))
-    return NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
-
-
-def device_batch_size(batch_size: int, examples: int, devices: list[jax.Device]) -> int:
-    """``batch_size`` capped at ``examples``, rounded up to split evenly over ``devices``."""
-    batch_size = max(1, min(batch_size, examples))
-    return -(-batch_size // len(devices)) * len(devices)
-
-
 def member_proba(
     proba_fn: ProbaFn,
     params: Any,
@@ -124,8 +74,9 @@ def member_proba(
     """Each member's class probabilities, float64[members, n, classes], in fixed batches
     split over ``devices`` (default: as many local devices as split a batch evenly).
 
-    ``on_batch(rows)`` is called as each batch finishes, for progress displays; batches
-    are then kept at most ``IN_FLIGHT`` deep, so that it reports what is done.
+    ``on_batch(rows)`` is called as each batch finishes, for progress displays; the
+    batches in flight are then bounded (``parallel.InFlight``), so that it reports what
+    is done.
     """
     n = len(inputs)
     devices = devices or data_devices(0, batch_size, n)
@@ -134,6 +85,7 @@ def member_proba(
     if shardings is not None:
         params = place(params, shardings[1])
     chunks = []
+    in_flight = None if on_batch is None else InFlight()
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         pad = batch_size - (stop - start)
@@ -148,53 +100,11 @@ def member_proba(
         if shardings is not None:
             batch = jax.device_put(batch, shardings[0])
         chunks.append(proba_fn(params, *batch))
-        if on_batch is not None and len(chunks) > IN_FLIGHT:
-            finished = len(chunks) - 1 - IN_FLIGHT
-            jax.block_until_ready(chunks[finished])
-            on_batch(min(batch_size, n - finished * batch_size))
-    if on_batch is not None:
-        for finished in range(max(0, len(chunks) - IN_FLIGHT), len(chunks)):
-            jax.block_until_ready(chunks[finished])
-            on_batch(min(batch_size, n - finished * batch_size))
+        if in_flight is not None:
+            in_flight.add(chunks[-1], functools.partial(on_batch, stop - start))
+    if in_flight is not None:
+        in_flight.drain()
     return np.concatenate([np.asarray(c, np.float64) for c in to_host(chunks)], 1)[:, :n]
-
-
-# Batches dispatched ahead of the one a progress display waits for: enough to keep a
-# device busy while the host prepares the next.
-IN_FLIGHT = 2
-
-
-def place(tree: Any, sharding: NamedSharding) -> Any:
-    """``jax.device_put`` onto ``sharding``, also when it spans other processes' devices
-    (possible from host values only: device arrays go through the host unless they are
-    placed so already)."""
-
-    def put(leaf):
-        if isinstance(leaf, jax.Array):
-            if leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
-                return leaf
-            if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-                data = jax.device_put(to_host(jax.random.key_data(leaf)), sharding)
-                return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
-            leaf = to_host(leaf)
-        return jax.device_put(leaf, sharding)
-
-    return jax.tree.map(put, tree)
-
-
-def to_host(tree: Any) -> Any:
-    """``jax.device_get``, also for arrays split over the devices of several processes
-    (gathered from all of them: every process gets the whole value)."""
-    if jax.process_count() == 1:
-        return jax.device_get(tree)
-    from jax.experimental import multihost_utils
-
-    def gather(array):
-        if isinstance(array, jax.Array) and not array.is_fully_replicated:
-            return np.asarray(multihost_utils.process_allgather(array, tiled=True))
-        return jax.device_get(array)
-
-    return jax.tree.map(gather, tree)
 
 
 def predict_proba(

@@ -11,7 +11,6 @@ epoch, never per step.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import threading
@@ -30,18 +29,21 @@ from jax.sharding import NamedSharding
 from rnnfc_cli.config import TrainConfig
 from rnnfc_cli.errors import TrainingDivergedError, TrainingInterruptedError
 from rnnfc_cli.inference import (
-    batch_sharding,
-    data_devices,
-    device_batch_size,
     init_params,
     make_proba_fn,
     member_keys,
     member_proba,
-    place,
     predict_proba,
-    to_host,
 )
 from rnnfc_cli.models import STATISTICS, SequenceClassifier
+from rnnfc_cli.parallel import (
+    InFlight,
+    batch_sharding,
+    data_devices,
+    device_batch_size,
+    place,
+    to_host,
+)
 from rnnfc_cli.prefetch import prefetch
 
 LOSS_MIN_DELTA = 1e-3
@@ -216,27 +218,16 @@ def make_ensemble_step(
         # Flax's scanned carries start device-invariant and become per-device.
         check_vma=False,
     )
-    return _bounded_queue(jax.jit(sharded, donate_argnums=0), STEPS_IN_FLIGHT)
+    return _bounded(jax.jit(sharded, donate_argnums=0))
 
 
-# Steps a multi-device train step may run ahead of the host. Several CPU devices in one
-# process sum gradients through an in-process rendezvous; with a hundred or more steps
-# queued (JAX dispatches asynchronously), XLA:CPU (jax 0.10) left one device waiting at
-# the rendezvous for ever and aborted the process after 40 s. Two steps in flight keep
-# the host's batch preparation overlapped with the computation and never hung in
-# stress runs; one at a time cost about 10 % on small batches.
-STEPS_IN_FLIGHT = 2
-
-
-def _bounded_queue(step_fn: Callable, depth: int) -> Callable:
-    """``step_fn`` that waits, after each call, until at most ``depth`` calls are unfinished."""
-    pending: collections.deque = collections.deque()
+def _bounded(step_fn: Callable) -> Callable:
+    """``step_fn`` that keeps at most ``parallel.IN_FLIGHT`` steps in flight (see there)."""
+    in_flight = InFlight()
 
     def step(state, batch, keys):
         state, metrics = step_fn(state, batch, keys)
-        pending.append(metrics.count)
-        while len(pending) >= depth:
-            jax.block_until_ready(pending.popleft())
+        in_flight.add(metrics.count)
         return state, metrics
 
     return step

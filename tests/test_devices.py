@@ -18,7 +18,8 @@ from conftest import TINY_MODEL, make_sequences, padded
 from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.models import build_model
 from rnnfc_cli.train import ArraySet, SilentCallbacks, fit
-from rnnfc_cli.inference import data_devices, make_proba_fn, predict_proba
+from rnnfc_cli.inference import make_proba_fn, predict_proba
+from rnnfc_cli.parallel import data_devices
 
 seqs, labels = make_sequences(40, seed=3)
 data = ArraySet(np.nan_to_num(padded(seqs)).astype(np.float32),

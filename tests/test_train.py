@@ -10,6 +10,7 @@ import pytest
 from conftest import TINY_MODEL, make_sequences, padded
 
 from rnnfc_cli.config import ModelConfig, TrainConfig
+from rnnfc_cli.inference import make_proba_fn, member_keys, member_proba, predict_proba
 from rnnfc_cli.models import build_model
 from rnnfc_cli.train import (
     ArraySet,
@@ -20,10 +21,6 @@ from rnnfc_cli.train import (
     fit,
     log_loss_and_accuracy,
     make_ensemble_step,
-    make_proba_fn,
-    member_keys,
-    member_proba,
-    predict_proba,
     weighted_loss_sums,
 )
 
@@ -235,31 +232,3 @@ def test_length_buckets_cut_padding_and_each_example_appears_once_per_epoch():
         padded_steps += batch.inputs.shape[0] * batch.inputs.shape[1]
     assert sorted(seen) == sorted(lengths.tolist())
     assert padded_steps < 0.5 * len(lengths) * lengths.max()
-
-
-def test_multi_device_steps_never_run_more_than_two_ahead_of_the_host():
-    """More queued multi-device steps hung XLA:CPU's collectives (see STEPS_IN_FLIGHT)."""
-    from types import SimpleNamespace
-
-    from rnnfc_cli.train import STEPS_IN_FLIGHT, _bounded_queue
-
-    waited: list[int] = []
-
-    class Pending:
-        def __init__(self, number):
-            self.number = number
-
-        def block_until_ready(self):
-            waited.append(self.number)
-            return self
-
-    calls = iter(range(10))
-
-    def step(state, batch, keys):
-        return state, SimpleNamespace(count=Pending(next(calls)))
-
-    bounded = _bounded_queue(step, STEPS_IN_FLIGHT)
-    for issued in range(10):
-        bounded(None, None, None)
-        # Every step but the last STEPS_IN_FLIGHT - 1 has been waited for, in order.
-        assert waited == list(range(issued + 2 - STEPS_IN_FLIGHT))
