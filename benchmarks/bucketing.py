@@ -15,12 +15,13 @@ import statistics
 import numpy as np
 from timing import EpochTimes
 
-from rnnfc_cli import train
+from rnnfc_cli import runtime, train
 from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.models import build_model
 
 
 def main() -> None:
+    runtime.configure_jax()  # rnnfc's XLA flags and cache, as the CLI has them
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=4096)
     parser.add_argument("--median", type=int, default=60)

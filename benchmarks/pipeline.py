@@ -26,7 +26,7 @@ import jax
 import numpy as np
 from timing import EpochTimes
 
-from rnnfc_cli import preprocessing, train
+from rnnfc_cli import preprocessing, runtime, train
 from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.inference import member_keys
 from rnnfc_cli.lazy import LazyInputs
@@ -44,6 +44,7 @@ class ColdAfterFirstEpoch(EpochTimes):
 
 
 def main() -> None:
+    runtime.configure_jax()  # rnnfc's XLA flags and cache, as the CLI has them
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--steps", type=int, default=32, help="time steps per sequence")

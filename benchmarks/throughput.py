@@ -46,7 +46,7 @@ import torch
 from machine import cpu_model
 
 import rnnfc_cli.train as rt
-from rnnfc_cli import inference, parallel
+from rnnfc_cli import inference, parallel, runtime
 from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.models import build_model
 
@@ -340,6 +340,7 @@ def render(rows: list[Row], peak: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    runtime.configure_jax()  # rnnfc's XLA flags and cache, as the CLI has them
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cells", default="lstm,gru", help="comma-separated: lstm,gru")
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (5)")

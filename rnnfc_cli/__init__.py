@@ -1,7 +1,7 @@
-"""rnnfc: RNN sequence classifiers from the shell."""
+"""rnnfc: RNN sequence classifiers from the shell.
 
-from rnnfc_cli import runtime as _runtime
+Importing the package changes nothing in the process: the CLI (``cli.main``) and the
+library's entry points (``api``) set up JAX themselves (``runtime.configure_jax``).
+"""
 
 __version__ = "0.1.0"
-
-_runtime.set_xla_flags()

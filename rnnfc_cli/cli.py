@@ -1038,6 +1038,9 @@ def _log_traceback() -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; errors become one line on stderr."""
+    from rnnfc_cli import runtime
+
+    runtime.set_xla_flags()  # before any command starts JAX's backend
     command = "rnnfc"
     try:
         result = app(args=argv, prog_name="rnnfc", standalone_mode=False)

@@ -68,7 +68,10 @@ def cache_dir() -> Path:
 
 
 def configure_jax() -> None:
-    """Turn on the persistent compilation cache (skipped if it cannot be created)."""
+    """Set rnnfc's XLA flags and turn on the persistent compilation cache (skipped if it
+    cannot be created). The flags take effect only if JAX has not started its backend
+    yet: call this before anything else uses JAX's devices."""
+    set_xla_flags()
     import jax
 
     # Orbax logs routine notices (e.g. on read-only restores) through absl as warnings,
@@ -105,6 +108,7 @@ def start_distributed(
     starts a backend. On CPU the processes talk over TCP (gloo). Returns whether a
     multi-process run was started.
     """
+    set_xla_flags()  # before jax.distributed starts the backend
     import jax
 
     sizes = [os.environ.get(name, "1") for name in _CLUSTER_SIZE_VARIABLES]

@@ -132,6 +132,16 @@ def test_help_and_version_do_not_import_jax():
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
+def test_importing_the_package_leaves_the_environment_alone():
+    code = (
+        "import os; before = dict(os.environ); "
+        "import rnnfc_cli, rnnfc_cli.api, rnnfc_cli.cli, rnnfc_cli.train; "
+        "assert dict(os.environ) == before, 'environment changed'"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=env)
+
+
 def test_train_help_groups_every_option_in_panels_in_order():
     text = invoke("train", "--help").stdout
     titles = [line.split("─ ")[1].split(" ─")[0] for line in text.splitlines() if "╭─ " in line]
