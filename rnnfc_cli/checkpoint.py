@@ -31,13 +31,13 @@ import errno
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rnnfc_cli import __version__
+from rnnfc_cli.atomic import write_bytes_atomic
 from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.errors import ModelDirError, SaveFailedError
 from rnnfc_cli.preprocessing import Preprocessing
@@ -53,22 +53,6 @@ INFERENCE_PARAMS_FILE = "params.msgpack"
 TRAIN_STATE_DIR = "train_state"
 RESUME_FILE = "resume.json"
 _REQUIRED = (CONFIG_FILE, PREPROCESSING_FILE, SUMMARY_FILE, CHECKPOINT_DIR)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename into place."""
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below, then renamed
-        "wb", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -916,19 +916,17 @@ def predict(
 
 @contextlib.contextmanager
 def _output_stream(path: Path | None):
-    """Stdout, or a temporary file beside ``path`` renamed over it once complete."""
+    """Stdout, or ``path`` written whole or not at all (``atomic.atomic_write``)."""
     if path is None:
         yield sys.stdout
         return
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    from rnnfc_cli.atomic import atomic_write
+
     try:
-        with temporary.open("w") as handle:
+        with atomic_write(path) as handle:
             yield handle
-        os.replace(temporary, path)
     except OSError as err:
         raise BadInputError(f"{path}: cannot write ({err.strerror})") from None
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _format_predictions(result, output_format: str, proba: bool, header: bool = True) -> str:

@@ -126,6 +126,12 @@ def read_sequences(path: str, options: ReadOptions | None = None) -> SequenceDat
     return _read_csv(file.read_bytes(), str(file), options, delimiter)
 
 
+def valid_steps(lengths: np.ndarray, steps: int) -> np.ndarray:
+    """bool[n, steps]: which steps of each padded sequence hold data (the first
+    ``lengths[i]``)."""
+    return np.arange(steps)[None, :] < lengths[:, None]
+
+
 def _detect_format(file: Path, head: bytes) -> str:
     suffix = file.suffix.lower()
     if head.startswith(_GZIP_MAGIC):
@@ -306,7 +312,7 @@ def _wide_csv(table: _CsvTable, options: ReadOptions) -> SequenceData:
     if (lengths == 0).any():
         row = int(np.flatnonzero(lengths == 0)[0])
         raise BadInputError(f"{table.source}: row {table.row_numbers[row]}: has no values")
-    gaps = empty & (np.arange(len(steps))[None, :] < lengths[:, None])
+    gaps = empty & valid_steps(lengths, len(steps))
     if gaps.any():
         row, col = np.argwhere(gaps)[0]
         raise BadInputError(
@@ -568,7 +574,7 @@ def _from_arrays(
     else:
         lengths = _check_lengths(lengths, n, steps, source)
     _check_finite(inputs, lengths, 0, source)
-    valid = np.arange(steps)[None, :] < lengths[:, None]
+    valid = valid_steps(lengths, steps)
     inputs = np.where(valid[:, :, None], inputs, 0.0)
     if labels is not None:
         labels = _checked_labels(labels, n, source, labels_name)
@@ -604,7 +610,7 @@ def _padded_lengths(block: np.ndarray, first_row: int, source: str) -> np.ndarra
 
 
 def _check_finite(block: np.ndarray, lengths: np.ndarray, first_row: int, source: str) -> None:
-    valid = np.arange(block.shape[1])[None, :] < lengths[:, None]
+    valid = valid_steps(lengths, block.shape[1])
     bad = ~np.isfinite(block) & valid[:, :, None]
     if bad.any():
         i, t, f = np.argwhere(bad)[0]

@@ -4,7 +4,6 @@ The CLI turns each into a single line on stderr and the error's exit code, so
 no user mistake ever surfaces as a Python traceback.
 """
 
-EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130

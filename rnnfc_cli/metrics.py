@@ -77,11 +77,10 @@ def classification_report(true: np.ndarray, proba: np.ndarray) -> Report:
     precision = _safe_divide(hits, predicted_count)
     recall = _safe_divide(hits, support)
     f1 = _safe_divide(2 * precision * recall, precision + recall)
-    picked = proba[np.arange(n), true]
     return Report(
         accuracy=float(hits.sum() / n),
         macro_f1=float(f1.mean()),
-        log_loss=float(-np.log(np.clip(picked, _LOG_EPS, 1.0)).mean()),
+        log_loss=float(log_loss_and_accuracy(proba, true)[0]),
         n=int(n),
         confusion=confusion,
         per_class=tuple(
@@ -89,6 +88,17 @@ def classification_report(true: np.ndarray, proba: np.ndarray) -> Report:
             for p, r, f, s in zip(precision, recall, f1, support, strict=True)
         ),
     )
+
+
+def log_loss_and_accuracy(proba: np.ndarray, labels: np.ndarray) -> tuple[Any, Any]:
+    """Mean log loss (probabilities clipped at ``_LOG_EPS``) and accuracy of probabilities
+    [..., n, classes] against labels [n]; one value per leading index (an ensemble's
+    members, say)."""
+    index = np.broadcast_to(labels[:, None], (*proba.shape[:-1], 1))
+    picked = np.take_along_axis(proba, index, axis=-1)[..., 0]
+    loss = -np.log(np.clip(picked, _LOG_EPS, None)).mean(axis=-1)
+    accuracy = (proba.argmax(axis=-1) == labels).mean(axis=-1)
+    return loss, accuracy
 
 
 def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnfc_cli.data import SequenceData, label_kind, sorted_vocabulary
+from rnnfc_cli.data import SequenceData, label_kind, sorted_vocabulary, valid_steps
 from rnnfc_cli.errors import BadInputError
 from rnnfc_cli.lazy import CHUNK_ROWS, LazyInputs, blocks
 
@@ -103,7 +103,7 @@ def feature_moments(data: SequenceData, rows: int = CHUNK_ROWS) -> tuple[np.ndar
     """
     count, mean, squares = 0, np.zeros(data.num_features), np.zeros(data.num_features)
     for block, lengths in blocks(data.inputs, data.lengths, rows):
-        steps = block[np.arange(block.shape[1])[None, :] < lengths[:, None]]
+        steps = block[valid_steps(lengths, block.shape[1])]
         block_mean = steps.mean(axis=0)
         block_squares = ((steps - block_mean) ** 2).sum(axis=0)
         total = count + len(steps)
@@ -159,7 +159,7 @@ def transform_inputs(prep: Preprocessing, data: SequenceData) -> np.ndarray | La
 
 def scale_block(prep: Preprocessing, inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """``prep``'s scaling of float64[n, time, features] sequences with ``lengths``."""
-    valid = (np.arange(inputs.shape[1])[None, :] < lengths[:, None])[:, :, None]
+    valid = valid_steps(lengths, inputs.shape[1])[:, :, None]
     if prep.normalize == "sequence":
         count = lengths[:, None, None]
         mean = np.where(valid, inputs, 0.0).sum(axis=1, keepdims=True) / count

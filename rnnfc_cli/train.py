@@ -35,6 +35,7 @@ from rnnfc_cli.inference import (
     member_proba,
     predict_proba,
 )
+from rnnfc_cli.metrics import log_loss_and_accuracy
 from rnnfc_cli.models import STATISTICS, SequenceClassifier
 from rnnfc_cli.parallel import (
     InFlight,
@@ -47,7 +48,6 @@ from rnnfc_cli.parallel import (
 from rnnfc_cli.prefetch import prefetch
 
 LOSS_MIN_DELTA = 1e-3
-_LOG_EPS = 1e-15
 
 
 @struct.dataclass
@@ -559,15 +559,6 @@ def _process_local_batch(
         labels=part(lambda at: data.labels[index[at]].astype(np.int32), (n,)),
         weights=part(lambda at: weights[at], (n,)),
     )
-
-
-def log_loss_and_accuracy(proba: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Mean log loss and accuracy of probabilities [..., n, classes] against labels [n]."""
-    index = np.broadcast_to(labels[:, None], (*proba.shape[:-1], 1))
-    picked = np.take_along_axis(proba, index, axis=-1)[..., 0]
-    loss = -np.log(np.clip(picked, _LOG_EPS, None)).mean(axis=-1)
-    accuracy = (proba.argmax(axis=-1) == labels).mean(axis=-1)
-    return loss, accuracy
 
 
 class _Monitor:

@@ -11,6 +11,7 @@ from conftest import TINY_MODEL, make_sequences, padded
 
 from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.inference import make_proba_fn, member_keys, member_proba, predict_proba
+from rnnfc_cli.metrics import log_loss_and_accuracy
 from rnnfc_cli.models import build_model
 from rnnfc_cli.train import (
     ArraySet,
@@ -19,7 +20,6 @@ from rnnfc_cli.train import (
     class_weights,
     create_train_state,
     fit,
-    log_loss_and_accuracy,
     make_ensemble_step,
     weighted_loss_sums,
 )
