@@ -1,7 +1,7 @@
 """Reading a large long CSV: in memory, converted into the cache, and again from the cache.
 
 Writes a long CSV of ``--sequences`` sequences (50 steps, 4 features), then reads it with
-``rnnfc_cli.data.read_sequences`` in three fresh processes: with the cache turned off (the
+``rnnfc_cli.readers.read_sequences`` in three fresh processes: with the cache turned off (the
 in-memory reader), with an empty cache (the streaming conversion) and with the cache
 filled. Prints each one's time and peak resident memory. Run by hand:
 ``python benchmarks/csv_cache.py``.
@@ -21,10 +21,11 @@ import numpy as np
 
 _READ = """
 import resource, sys, time
-from rnnfc_cli import csv_cache, data
+from rnnfc_cli import readers
+from rnnfc_cli.readers import csv_cache
 csv_cache.MIN_BYTES = 2**62 if sys.argv[2] == "off" else 0
 started = time.perf_counter()
-table = data.read_sequences(sys.argv[1])
+table = readers.read_sequences(sys.argv[1])
 seconds = time.perf_counter() - started
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(f"{seconds:.1f} s, peak {peak:.0f} MiB, {table.inputs.shape}")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rnnfc_cli import __version__, checkpoint, data, preprocessing
+from rnnfc_cli import __version__, checkpoint, preprocessing, readers
 from rnnfc_cli.config import REFIT_BELOW, ModelConfig, TrainConfig
 from rnnfc_cli.errors import BadInputError, ModelDirError, RnnfcError
 from rnnfc_cli.lazy import blocks
@@ -58,7 +58,7 @@ class TrainRequest:
     model_dir: Path
     model_options: dict[str, Any]
     train: TrainConfig
-    read: data.ReadOptions = dataclasses.field(default_factory=data.ReadOptions)
+    read: readers.ReadOptions = dataclasses.field(default_factory=readers.ReadOptions)
     val: str | None = None
     force: bool = False
     normalize: str = "feature"
@@ -118,9 +118,9 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
       The training summary (also saved as ``summary.json``).
     """
     _check_train_config(request.train)
-    full = data.read_sequences(request.data, request.read)
+    full = readers.read_sequences(request.data, request.read)
     if request.val is not None:
-        train_data, val_data = full, data.read_sequences(request.val, request.read)
+        train_data, val_data = full, readers.read_sequences(request.val, request.read)
     else:
         train_index, val_index = preprocessing.stratified_split(
             _labels_of(full), request.train.val_split, request.train.seed
@@ -323,13 +323,13 @@ def _check_train_config(config: TrainConfig) -> None:
         raise BadInputError(f"--val-split {config.val_split}: must be between 0 and 1")
 
 
-def _labels_of(sequences: data.SequenceData) -> np.ndarray:
+def _labels_of(sequences: readers.SequenceData) -> np.ndarray:
     if sequences.labels is None:
         raise BadInputError(f"{sequences.source}: training data needs labels")
     return sequences.labels
 
 
-def _arrays(prep: preprocessing.Preprocessing, sequences: data.SequenceData):
+def _arrays(prep: preprocessing.Preprocessing, sequences: readers.SequenceData):
     from rnnfc_cli.train import ArraySet
 
     return ArraySet(
@@ -339,7 +339,7 @@ def _arrays(prep: preprocessing.Preprocessing, sequences: data.SequenceData):
     )
 
 
-def _data_summary(sequences: data.SequenceData) -> dict[str, Any]:
+def _data_summary(sequences: readers.SequenceData) -> dict[str, Any]:
     labels, counts = np.unique(_labels_of(sequences), return_counts=True)
     return {
         "source": sequences.source,
@@ -424,14 +424,14 @@ PREDICT_CHUNK_BYTES = 64 * 2**20
 def predict_chunks(
     model_dir: Path,
     path: str,
-    read: data.ReadOptions = data.ReadOptions(),
+    read: readers.ReadOptions = readers.ReadOptions(),
     batch_size: int = 256,
     progress: Progress | None = None,
 ) -> Iterator[Predictions]:
     """Labels and probabilities for the sequences in ``path``, chunk after chunk, in input
     order (labels in the input are ignored)."""
     files, proba_of, _ = _open_model(model_dir)
-    sequences = data.read_sequences(path, dataclasses.replace(read, require_labels=False))
+    sequences = readers.read_sequences(path, dataclasses.replace(read, require_labels=False))
     inputs = preprocessing.transform_inputs(files.preprocessing, sequences)
     prep = files.preprocessing
     classes = [prep.output_label(label) for label in prep.labels]
@@ -452,7 +452,7 @@ def predict_chunks(
 def predict(
     model_dir: Path,
     path: str,
-    read: data.ReadOptions = data.ReadOptions(),
+    read: readers.ReadOptions = readers.ReadOptions(),
     batch_size: int = 256,
 ) -> Predictions:
     """Labels and probabilities for every sequence in ``path`` (labels there are ignored)."""
@@ -483,7 +483,7 @@ class Scored:
 
     report: Report
     classes: list[Any]
-    sequences: data.SequenceData
+    sequences: readers.SequenceData
     true: np.ndarray
     proba: np.ndarray
     model: checkpoint.ModelFiles
@@ -493,12 +493,12 @@ class Scored:
 def score(
     model_dir: Path,
     path: str,
-    read: data.ReadOptions = data.ReadOptions(),
+    read: readers.ReadOptions = readers.ReadOptions(),
     progress: Progress | None = None,
 ) -> Scored:
     """Score the model on labelled data (``rnnfc eval``; ``rnnfc report --data``)."""
     files, proba_of, attribute = _open_model(model_dir)
-    sequences = data.read_sequences(path, dataclasses.replace(read, require_labels=True))
+    sequences = readers.read_sequences(path, dataclasses.replace(read, require_labels=True))
     prep = files.preprocessing
     inputs = preprocessing.transform_inputs(prep, sequences)
     true = preprocessing.encode_labels(prep, sequences)
@@ -516,7 +516,7 @@ def score(
 def evaluate(
     model_dir: Path,
     path: str,
-    read: data.ReadOptions = data.ReadOptions(),
+    read: readers.ReadOptions = readers.ReadOptions(),
     progress: Progress | None = None,
 ) -> tuple[Report, list[Any]]:
     """Metrics of the model on labelled data; returns the report and the class labels."""

@@ -148,7 +148,7 @@ LabelsFile = Annotated[
 
 
 def _read_options(label_col: str, id_col: str, time_col: str, labels: str | None):
-    from rnnfc_cli.data import ReadOptions
+    from rnnfc_cli.readers import ReadOptions
 
     return ReadOptions(label_col=label_col, id_col=id_col, time_col=time_col, labels_file=labels)
 

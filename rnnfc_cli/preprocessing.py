@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from rnnfc_cli.data import SequenceData, label_kind, sorted_vocabulary, valid_steps
 from rnnfc_cli.errors import BadInputError
 from rnnfc_cli.lazy import CHUNK_ROWS, LazyInputs, blocks
+from rnnfc_cli.readers import SequenceData, label_kind, sorted_vocabulary, valid_steps
 
 _MIN_STD = 1e-8
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from conftest import make_sequences, write_long_csv, write_wide_csv
 
-from rnnfc_cli import csv_cache, data
+from rnnfc_cli import readers
 from rnnfc_cli.errors import BadInputError
 from rnnfc_cli.lazy import LazyInputs
+from rnnfc_cli.readers import csv_cache
 
 
 @pytest.fixture()
@@ -23,7 +24,7 @@ def small_blocks(monkeypatch, tmp_path):
 
 def _read(path, cached: bool, monkeypatch, **options):
     monkeypatch.setattr(csv_cache, "MIN_BYTES", 0 if cached else 2**62)
-    return data.read_sequences(str(path), data.ReadOptions(**options))
+    return readers.read_sequences(str(path), readers.ReadOptions(**options))
 
 
 @pytest.mark.parametrize("layout", ["long", "wide"])

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import make_sequences, padded, write_long_csv, write_wide_csv
 
-from rnnfc_cli.data import ReadOptions, canonical_labels, read_sequences, sorted_vocabulary
 from rnnfc_cli.errors import BadInputError
+from rnnfc_cli.readers import ReadOptions, canonical_labels, read_sequences, sorted_vocabulary
 
 
 def _assert_same_sequences(data, sequences, labels):

@@ -13,8 +13,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rnnfc_cli.data import ReadOptions, read_sequences
 from rnnfc_cli.errors import BadInputError
+from rnnfc_cli.readers import ReadOptions, read_sequences
 
 CELL = st.one_of(
     st.sampled_from(["", "nan", "inf", "-1e309", "1.5", "0", "x", '"', "\r", ",", "1,2"]),

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from conftest import TINY_MODEL, make_sequences, padded
 
-from rnnfc_cli import api, data, preprocessing
+from rnnfc_cli import api, preprocessing, readers
 from rnnfc_cli.config import TrainConfig
 from rnnfc_cli.errors import BadInputError
 from rnnfc_cli.lazy import LazyInputs
+from rnnfc_cli.readers import numpy as numpy_reader
 
 
 @pytest.fixture()
@@ -24,9 +25,9 @@ def npy_pair(tmp_path):
 
 
 def _read(path, labels, lazy: bool, monkeypatch):
-    monkeypatch.setattr(data, "LAZY_MIN_BYTES", 0 if lazy else 2**62)
-    monkeypatch.setattr(data, "CHUNK_ROWS", 7)  # several blocks, one of them partial
-    return data.read_sequences(str(path), data.ReadOptions(labels_file=str(labels)))
+    monkeypatch.setattr(numpy_reader, "LAZY_MIN_BYTES", 0 if lazy else 2**62)
+    monkeypatch.setattr(numpy_reader, "CHUNK_ROWS", 7)  # several blocks, one of them partial
+    return readers.read_sequences(str(path), readers.ReadOptions(labels_file=str(labels)))
 
 
 def test_a_memory_mapped_npy_reads_as_in_memory(npy_pair, monkeypatch):
@@ -63,7 +64,7 @@ def test_block_moments_match_numpy():
     stacked = np.concatenate(sequences)
     inputs = np.nan_to_num(padded(sequences))
     lengths = np.array([len(s) for s in sequences])
-    table = data.SequenceData(inputs, lengths, None, list(range(50)), None, "npy", "x")
+    table = readers.SequenceData(inputs, lengths, None, list(range(50)), None, "npy", "x")
     mean, std = preprocessing.feature_moments(table, rows=6)
     np.testing.assert_allclose(mean, stacked.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(std, stacked.std(axis=0), rtol=1e-9)
@@ -72,14 +73,14 @@ def test_block_moments_match_numpy():
 def test_training_from_disk_gives_the_same_model(npy_pair, tmp_path, monkeypatch):
     results = []
     for lazy in (False, True):
-        monkeypatch.setattr(data, "LAZY_MIN_BYTES", 0 if lazy else 2**62)
+        monkeypatch.setattr(numpy_reader, "LAZY_MIN_BYTES", 0 if lazy else 2**62)
         model_dir = tmp_path / f"m{lazy}"
         request = api.TrainRequest(
             data=str(npy_pair[0]),
             model_dir=model_dir,
             model_options=TINY_MODEL,
             train=TrainConfig(epochs=3, batch_size=8, min_steps=0, val_split=0.25, refit="off"),
-            read=data.ReadOptions(labels_file=str(npy_pair[1])),
+            read=readers.ReadOptions(labels_file=str(npy_pair[1])),
         )
         summary = api.train_model(request)
         proba = api.predict(model_dir, str(npy_pair[0])).proba
@@ -100,7 +101,7 @@ def test_predict_in_chunks_writes_what_one_chunk_would(
     outputs = []
     for chunk_bytes, lazy in ((2**40, False), (1, True)):  # one chunk; one batch per chunk
         monkeypatch.setattr(api, "PREDICT_CHUNK_BYTES", chunk_bytes)
-        monkeypatch.setattr(data, "LAZY_MIN_BYTES", 0 if lazy else 2**62)
+        monkeypatch.setattr(numpy_reader, "LAZY_MIN_BYTES", 0 if lazy else 2**62)
         assert main(argv) == 0
         outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1]
@@ -116,7 +117,7 @@ def trained_npy_model(npy_pair, tmp_path):
             model_dir=model_dir,
             model_options=TINY_MODEL,
             train=TrainConfig(epochs=1, batch_size=8, min_steps=0, val_split=0.25, refit="off"),
-            read=data.ReadOptions(labels_file=str(npy_pair[1])),
+            read=readers.ReadOptions(labels_file=str(npy_pair[1])),
         )
     )
     return model_dir

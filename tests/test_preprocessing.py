@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnnfc_cli import preprocessing
-from rnnfc_cli.data import SequenceData
 from rnnfc_cli.errors import BadInputError
+from rnnfc_cli.readers import SequenceData
 
 
 def _data(inputs, lengths, labels=None, names=None):

@@ -17,7 +17,7 @@ from conftest import make_sequences, padded
 from reference import predict_proba
 from typer.testing import CliRunner
 
-from rnnfc_cli import checkpoint, data, preprocessing
+from rnnfc_cli import checkpoint, preprocessing, readers
 from rnnfc_cli.cli import app
 from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.inference import init_params, member_keys
@@ -95,7 +95,7 @@ def test_predict_equals_the_numpy_reference(case, tmp_path):
 def _save_random_model(model_dir, train_data, options, normalize, members) -> None:
     """A model directory written by rnnfc's own writer, holding random values in every
     parameter (running variances positive), scaling fitted to ``train_data``."""
-    sequences = data.read_sequences(train_data, data.ReadOptions())
+    sequences = readers.read_sequences(train_data, readers.ReadOptions())
     prep = preprocessing.fit(sequences, normalize)
     config = ModelConfig(sequences.num_features, len(prep.labels), dropout=0.0, **options)
     params = init_params(build_model(config), member_keys(0, members))

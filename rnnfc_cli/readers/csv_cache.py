@@ -18,14 +18,21 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rnnfc_cli.errors import BadInputError
-
-if TYPE_CHECKING:
-    from rnnfc_cli.data import ReadOptions, SequenceData
+from rnnfc_cli.readers.csv import (
+    UTF16_BOMS,
+    CsvTable,
+    check_header,
+    csv_rows,
+    decode_text,
+    long_csv,
+    wide_csv,
+)
+from rnnfc_cli.readers.numpy import load_npy
+from rnnfc_cli.readers.sequences import ReadOptions, SequenceData, canonical_labels
 
 MIN_BYTES = 32 * 2**20  # parsing in memory takes ~30 times the file size
 BLOCK_ROWS = 100_000
@@ -64,16 +71,15 @@ def cached(file: Path, options: ReadOptions, delimiter: str) -> SequenceData | N
 
 def _rows(file: Path, delimiter: str, source: str):
     """(header, iterator of (line number, row)) with the in-memory reader's framing checks."""
-    from rnnfc_cli.data import _UTF16_BOMS, _check_header, _decode_text, csv_rows
 
     with file.open("rb") as handle:
         prefix = handle.read(65536)
-    utf16 = prefix.startswith(_UTF16_BOMS)
+    utf16 = prefix.startswith(UTF16_BOMS)
     if not utf16 and b"\n" in prefix:
         # The in-memory reader's encoding checks (NUL bytes, UTF-16 without a byte-order
         # mark) on the first whole lines; UTF-16 is left to the stream's decoder, as a cut
         # at a newline byte may split one of its characters.
-        _decode_text(prefix[: prefix.rindex(b"\n")], source)
+        decode_text(prefix[: prefix.rindex(b"\n")], source)
     text = file.open(encoding="utf-16" if utf16 else "utf-8-sig", newline="")
     reader = csv.reader(text, delimiter=delimiter)
     try:
@@ -83,7 +89,7 @@ def _rows(file: Path, delimiter: str, source: str):
     if header is None or not any(cell.strip() for cell in header):
         raise BadInputError(f"{source}: is empty; expected a header row and data rows")
     header = [name.strip() for name in header]
-    _check_header(header, source)
+    check_header(header, source)
 
     def rows():
         with text:
@@ -126,7 +132,6 @@ def _shape(file: Path, options: ReadOptions, delimiter: str) -> tuple[int, int, 
 
 def _convert(file: Path, options: ReadOptions, delimiter: str, directory: Path) -> bool:
     """Second pass: parse blocks of rows and write the arrays; False if not streamable."""
-    from rnnfc_cli.data import _CsvTable, _long_csv, _wide_csv, canonical_labels
 
     shape = _shape(file, options, delimiter)
     if shape is None:
@@ -154,13 +159,13 @@ def _convert(file: Path, options: ReadOptions, delimiter: str, directory: Path) 
 
         def flush(block: list[tuple[int, list[str]]]) -> None:
             nonlocal offset, names
-            table = _CsvTable(
+            table = CsvTable(
                 source,
                 header,
                 np.array([row for _, row in block], dtype=str),
                 np.array([line for line, _ in block]),
             )
-            part = (_long_csv if long_format else _wide_csv)(table, options)
+            part = (long_csv if long_format else wide_csv)(table, options)
             n, width = part.inputs.shape[:2]
             inputs[offset : offset + n, :width] = part.inputs
             lengths[offset : offset + n] = part.lengths
@@ -219,7 +224,6 @@ def _first_labels(block, label_index: int, id_index: int | None) -> list[str]:
 
 
 def _load(directory: Path, source: str) -> SequenceData:
-    from rnnfc_cli.data import SequenceData, _load_npy
     from rnnfc_cli.lazy import LazyInputs
 
     meta = json.loads((directory / "meta.json").read_text())
@@ -228,7 +232,7 @@ def _load(directory: Path, source: str) -> SequenceData:
     labels = np.load(directory / "labels.npy") if meta["labels"] else None
     names = meta["feature_names"]
     return SequenceData(
-        inputs=LazyInputs.of(_load_npy(directory / "X.npy", "X"), lengths),
+        inputs=LazyInputs.of(load_npy(directory / "X.npy", "X"), lengths),
         lengths=lengths,
         labels=labels,
         ids=ids,

@@ -1,0 +1,94 @@
+"""Read sequences from wide CSV, long CSV, NPZ and NPY into one validated structure.
+
+NumPy only. Every problem a user can fix raises ``BadInputError`` with a message that
+names the file and the place (row and column for CSV, key and index for NumPy files).
+
+The package: ``sequences`` (what a reader returns, and the options), ``csv`` and
+``numpy`` (one reader each), ``csv_cache`` (large CSV files converted once into
+memory-mapped arrays, with the CSV reader's own checks), and here the dispatch on the
+file's format.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rnnfc_cli.errors import BadInputError
+from rnnfc_cli.readers import csv_cache
+from rnnfc_cli.readers.csv import GZIP_MAGIC, read_csv
+from rnnfc_cli.readers.numpy import (
+    LAZY_MIN_BYTES,
+    NPY_MAGIC,
+    ZIP_MAGIC,
+    read_label_file,
+    read_npy,
+    read_npz,
+)
+from rnnfc_cli.readers.sequences import (
+    ReadOptions,
+    SequenceData,
+    canonical_labels,
+    label_kind,
+    sorted_vocabulary,
+    valid_steps,
+)
+
+__all__ = [
+    "LAZY_MIN_BYTES",
+    "STDIN",
+    "ReadOptions",
+    "SequenceData",
+    "canonical_labels",
+    "label_kind",
+    "read_label_file",
+    "read_sequences",
+    "sorted_vocabulary",
+    "valid_steps",
+]
+
+STDIN = "-"
+
+
+def read_sequences(path: str, options: ReadOptions | None = None) -> SequenceData:
+    """Read any supported file (or ``-`` for CSV on stdin) into ``SequenceData``."""
+    options = options or ReadOptions()
+    if path == STDIN:
+        return read_csv(sys.stdin.buffer.read(), "<stdin>", options)
+    file = Path(path)
+    if not file.exists():
+        raise BadInputError(f"{path}: no such file")
+    if file.is_dir():
+        raise BadInputError(f"{path}: is a directory, not a data file")
+    try:
+        with file.open("rb") as handle:
+            head = handle.read(8)
+    except OSError as err:
+        raise BadInputError(f"{path}: cannot read ({err.strerror})") from None
+    kind = _detect_format(file, head)
+    if kind == "npz":
+        return read_npz(file, options)
+    if kind == "npy":
+        return read_npy(file, options)
+    delimiter = "\t" if file.suffix.lower() == ".tsv" else ","
+    if file.stat().st_size >= csv_cache.MIN_BYTES:
+        cached = csv_cache.cached(file, options, delimiter)
+        if cached is not None:
+            return cached
+    return read_csv(file.read_bytes(), str(file), options, delimiter)
+
+
+def _detect_format(file: Path, head: bytes) -> str:
+    suffix = file.suffix.lower()
+    if head.startswith(GZIP_MAGIC):
+        raise BadInputError(f"{file}: is gzip-compressed; decompress it first (gunzip)")
+    if suffix == ".npz" or (suffix not in (".csv", ".npy") and head.startswith(ZIP_MAGIC)):
+        return "npz"
+    if suffix == ".npy" or (suffix != ".csv" and head.startswith(NPY_MAGIC)):
+        return "npy"
+    if suffix in (".csv", ".txt", ".tsv") or not suffix:
+        return "csv"
+    raise BadInputError(
+        f"{file}: unknown format '{suffix}': rnnfc reads .csv, .tsv, .txt, .npz and .npy files, "
+        "or '-' for CSV on stdin; convert it to one of those"
+    )

@@ -1,0 +1,279 @@
+"""Wide and long CSV (or TSV) text into ``SequenceData``.
+
+Every problem a user can fix raises ``BadInputError`` naming the file, the row and the
+column.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from rnnfc_cli.errors import BadInputError
+from rnnfc_cli.readers.sequences import (
+    ReadOptions,
+    SequenceData,
+    canonical_labels,
+    preview,
+    valid_steps,
+)
+
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def read_csv(raw: bytes, source: str, options: ReadOptions, delimiter: str = ",") -> SequenceData:
+    text = decode_text(raw, source)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader, None)
+        if header is None or not any(cell.strip() for cell in header):
+            raise BadInputError(f"{source}: is empty; expected a header row and data rows")
+        header = [name.strip() for name in header]
+        check_header(header, source)
+    except csv.Error as err:
+        raise BadInputError(f"{source}: row {reader.line_num}: {err}") from None
+    rows, row_numbers = [], []
+    for line, row in csv_rows(reader, len(header), source):
+        rows.append(row)
+        row_numbers.append(line)
+    if not rows:
+        raise BadInputError(f"{source}: has a header but no data rows")
+    table = CsvTable(source, header, np.array(rows, dtype=str), np.asarray(row_numbers))
+    if options.id_col in header:
+        return long_csv(table, options)
+    return wide_csv(table, options)
+
+
+def csv_rows(reader, fields: int, source: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number, row) for each non-blank row after the header; a row with another
+    number of fields than the header's is an error naming its line."""
+    try:
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != fields:
+                raise BadInputError(
+                    f"{source}: row {reader.line_num}: has {len(row)} fields, "
+                    f"the header has {fields}"
+                )
+            yield reader.line_num, row
+    except csv.Error as err:
+        raise BadInputError(f"{source}: row {reader.line_num}: {err}") from None
+
+
+def decode_text(raw: bytes, source: str) -> str:
+    """UTF-8 (with or without a byte-order mark), or UTF-16 marked by its byte-order mark
+    (what spreadsheets save as "Unicode text"); anything else is refused with its place."""
+    if raw.startswith(GZIP_MAGIC):
+        raise BadInputError(f"{source}: is gzip-compressed; decompress it first (gunzip)")
+    encoding = "utf-16" if raw.startswith(UTF16_BOMS) else "utf-8-sig"
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise BadInputError(
+            f"{source}: row {line}: not {'UTF-16' if encoding == 'utf-16' else 'UTF-8'} text (byte "
+            f"0x{raw[err.start]:02x}); save the file as UTF-8"
+        ) from None
+    if "\x00" in text:
+        if raw[1:2] == b"\x00" or raw[0:1] == b"\x00":
+            raise BadInputError(
+                f"{source}: looks like UTF-16 without a byte-order mark; save it as UTF-8"
+            )
+        raise BadInputError(f"{source}: contains NUL bytes; is it a binary file?")
+    return text
+
+
+def check_header(header: list[str], source: str) -> None:
+    seen: dict[str, int] = {}
+    for position, name in enumerate(header, start=1):
+        if not name:
+            raise BadInputError(f"{source}: row 1: column {position} has a blank name")
+        if name in seen:
+            raise BadInputError(
+                f"{source}: row 1: column name '{name}' appears twice "
+                f"(columns {seen[name]} and {position})"
+            )
+        seen[name] = position
+
+
+@dataclasses.dataclass(frozen=True)
+class CsvTable:
+    source: str
+    header: list[str]
+    cells: np.ndarray  # str[rows, columns], unstripped
+    row_numbers: np.ndarray  # int[rows], 1-based file line of each row
+
+    def column(self, name: str) -> np.ndarray:
+        return np.char.strip(self.cells[:, self.header.index(name)])
+
+    def where(self, row: int, column: int) -> str:
+        return f"{self.source}: row {self.row_numbers[row]}, column '{self.header[column]}'"
+
+    def numbers(self, columns: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Parse ``columns`` as float64; empty cells come back as 0 with ``empty`` True."""
+        cells = np.char.strip(self.cells[:, columns])
+        empty = cells == ""
+        try:
+            values = np.where(empty, "0", cells).astype(np.float64)
+        except ValueError:
+            row, col = self._first_bad_number(cells, empty)
+            name = self.header[columns[col]]
+            raise BadInputError(
+                f"{self.where(row, columns[col])}: '{cells[row, col]}' is not a number; "
+                f"feature columns hold numbers (if '{name}' holds the class, add --label-col "
+                f"{name}; else remove the column)"
+            ) from None
+        bad = ~np.isfinite(values) & ~empty
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise BadInputError(
+                f"{self.where(row, columns[col])}: {cells[row, col]} is not a finite number"
+            )
+        return values, empty
+
+    @staticmethod
+    def _first_bad_number(cells: np.ndarray, empty: np.ndarray) -> tuple[int, int]:
+        for (row, col), cell in np.ndenumerate(cells):
+            if empty[row, col]:
+                continue
+            try:
+                float(cell)
+            except ValueError:
+                return row, col
+        raise AssertionError("numpy rejected a cell that float() accepts")
+
+
+def _label_candidate(header: list[str], options: ReadOptions) -> str:
+    """The column most likely to hold the labels, for an example in a message: the last one
+    that is not the id or time column (exports tend to put the target last)."""
+    others = [name for name in header if name not in (options.id_col, options.time_col)]
+    return (others or header)[-1]
+
+
+def _csv_labels(table: CsvTable, options: ReadOptions) -> np.ndarray | None:
+    if options.label_col not in table.header:
+        if options.require_labels:
+            raise BadInputError(
+                f"{table.source}: no label column '{options.label_col}' "
+                f"(columns: {preview(table.header)}); name it with --label-col, e.g. "
+                f"--label-col {_label_candidate(table.header, options)}"
+            )
+        return None
+    if not options.require_labels:
+        return None
+    labels = table.column(options.label_col)
+    empty = np.flatnonzero(labels == "")
+    if empty.size:
+        raise BadInputError(
+            f"{table.where(empty[0], table.header.index(options.label_col))}: empty label"
+        )
+    return canonical_labels(labels)
+
+
+def wide_csv(table: CsvTable, options: ReadOptions) -> SequenceData:
+    labels = _csv_labels(table, options)
+    steps = [i for i, name in enumerate(table.header) if name != options.label_col]
+    if not steps:
+        raise BadInputError(f"{table.source}: has no time-step columns besides the label")
+    values, empty = table.numbers(steps)
+    present = ~empty
+    lengths = np.where(present.any(axis=1), present.shape[1] - np.argmax(present[:, ::-1], 1), 0)
+    if (lengths == 0).any():
+        row = int(np.flatnonzero(lengths == 0)[0])
+        raise BadInputError(f"{table.source}: row {table.row_numbers[row]}: has no values")
+    gaps = empty & valid_steps(lengths, len(steps))
+    if gaps.any():
+        row, col = np.argwhere(gaps)[0]
+        raise BadInputError(
+            f"{table.where(row, steps[col])}: empty cell inside the sequence "
+            "(only trailing cells may be empty)"
+        )
+    return SequenceData(
+        inputs=values[:, :, None],
+        lengths=lengths.astype(np.int64),
+        labels=labels,
+        ids=list(range(len(values))),
+        feature_names=None,
+        source_format="wide-csv",
+        source=table.source,
+    )
+
+
+def long_csv(table: CsvTable, options: ReadOptions) -> SequenceData:
+    labels = _csv_labels(table, options)
+    special = {options.id_col, options.label_col, options.time_col}
+    features = [i for i, name in enumerate(table.header) if name not in special]
+    if not features:
+        raise BadInputError(
+            f"{table.source}: has no feature columns besides "
+            f"'{options.id_col}', '{options.label_col}' and '{options.time_col}'"
+        )
+    values, empty = table.numbers(features)
+    if empty.any():
+        row, col = np.argwhere(empty)[0]
+        raise BadInputError(f"{table.where(row, features[col])}: empty cell (missing value)")
+    ids = table.column(options.id_col)
+    id_col = table.header.index(options.id_col)
+    if (ids == "").any():
+        raise BadInputError(f"{table.where(int(np.flatnonzero(ids == '')[0]), id_col)}: empty id")
+    unique_ids, first_row, group = np.unique(ids, return_index=True, return_inverse=True)
+    appearance = np.argsort(first_row, kind="stable")
+    rank = np.empty_like(appearance)
+    rank[appearance] = np.arange(len(appearance))
+    group = rank[group]
+    order_keys = [group]
+    if options.time_col in table.header:
+        order_keys.insert(0, _time_keys(table, options.time_col))
+    order = np.lexsort(order_keys)
+    counts = np.bincount(group)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    position = np.arange(len(order)) - starts[group[order]]
+    inputs = np.zeros((len(counts), int(counts.max()), len(features)))
+    inputs[group[order], position] = values[order]
+    if labels is not None:
+        labels = _labels_per_group(table, options, labels, group, unique_ids[appearance])
+    return SequenceData(
+        inputs=inputs,
+        lengths=counts.astype(np.int64),
+        labels=labels,
+        ids=[str(i) for i in unique_ids[appearance]],
+        feature_names=tuple(table.header[i] for i in features),
+        source_format="long-csv",
+        source=table.source,
+    )
+
+
+def _time_keys(table: CsvTable, time_col: str) -> np.ndarray:
+    """Numeric times sort as numbers; anything else (ISO timestamps) sorts as text."""
+    times = table.column(time_col)
+    try:
+        return times.astype(np.float64)
+    except ValueError:
+        return np.unique(times, return_inverse=True)[1]
+
+
+def _labels_per_group(
+    table: CsvTable,
+    options: ReadOptions,
+    labels: np.ndarray,
+    group: np.ndarray,
+    group_ids: np.ndarray,
+) -> np.ndarray:
+    first = np.zeros(group.max() + 1, dtype=np.int64)
+    first[group[::-1]] = np.arange(len(group))[::-1]
+    per_group = labels[first]
+    changed = np.flatnonzero(labels != per_group[group])
+    if changed.size:
+        row = int(changed[0])
+        raise BadInputError(
+            f"{table.where(row, table.header.index(options.label_col))}: label "
+            f"'{labels[row]}' differs from '{per_group[group[row]]}' earlier in "
+            f"id '{group_ids[group[row]]}' (one label per sequence)"
+        )
+    return per_group
