@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from rnnfc_cli.train import EpochRecord, SilentCallbacks
+from rnnfc_cli.callbacks import Callback
+from rnnfc_cli.train import EpochRecord
 
 
-class EpochTimes(SilentCallbacks):
+class EpochTimes(Callback):
     """Records each epoch's wall time and the number of steps in an epoch."""
 
     def __init__(self):

@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rnnfc_cli import __version__, checkpoint, preprocessing, readers
+from rnnfc_cli.callbacks import Callback, CallbackList, ProgressOnly
 from rnnfc_cli.config import REFIT_BELOW, ModelConfig, TrainConfig
 from rnnfc_cli.errors import BadInputError, ModelDirError, RnnfcError
 from rnnfc_cli.lazy import blocks
 from rnnfc_cli.metrics import Report, classification_report
 
 if TYPE_CHECKING:
-    from rnnfc_cli.train import EpochRecord, FitCallbacks, TrainSnapshot
+    from rnnfc_cli.train import EpochRecord, TrainSnapshot
 
 _LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 
@@ -78,26 +79,18 @@ class Predictions:
     classes: list[Any]
 
 
-class _Recorder:
-    """Writes each epoch to the model directory, then tells the caller's callbacks."""
+class _Recorder(Callback):
+    """Writes each epoch's metrics and each snapshot to the model directory."""
 
-    def __init__(self, writer: checkpoint.ModelDirWriter, display: FitCallbacks):
+    def __init__(self, writer: checkpoint.ModelDirWriter):
         self.writer = writer
-        self.display = display
-
-    def on_start(self, epochs: int, steps_per_epoch: int) -> None:
-        self.display.on_start(epochs, steps_per_epoch)
-
-    def on_step(self, epoch: int, step_in_epoch: int) -> None:
-        self.display.on_step(epoch, step_in_epoch)
 
     def on_epoch(self, record: EpochRecord, params: Any) -> None:
+        del params
         self.writer.append_metrics(record.to_dict())
-        self.display.on_epoch(record, params)
 
     def on_snapshot(self, snapshot: TrainSnapshot) -> None:
         self.writer.save_snapshot(snapshot.step, snapshot.arrays(), snapshot.progress())
-        self.display.on_snapshot(snapshot)
 
     def resume(self, template: Any) -> TrainSnapshot | None:
         """The interrupted run's snapshot; the metrics log is cut back to match it."""
@@ -111,7 +104,7 @@ class _Recorder:
         return snapshot
 
 
-def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) -> dict[str, Any]:
+def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dict[str, Any]:
     """Read, preprocess, fit with early stopping and save a model directory.
 
     Returns:
@@ -158,13 +151,13 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
         writer.write_settings(model_config, request.train, prep)
         for name, content in request.extra_files.items():
             writer.write_file(name, content)
-        recorder = _Recorder(writer, callbacks or train.SilentCallbacks())
+        recorder = _Recorder(writer)
         result = train.fit(
             model,
             request.train,
             train_arrays,
             val_arrays,
-            recorder,
+            CallbackList(recorder, callbacks or Callback()),  # saved first, then shown
             resume=recorder.resume if writer.resumed else None,
             checkpoint_every=request.checkpoint_every,
             stop=request.stop,
@@ -180,7 +173,7 @@ def train_model(request: TrainRequest, callbacks: FitCallbacks | None = None) ->
                 ),
                 _arrays(prep, full),
                 val_arrays,
-                train.ProgressOnly(callbacks or train.SilentCallbacks()),
+                ProgressOnly(callbacks or Callback()),
                 checkpoint_every=0.0,
                 stop=request.stop,
                 keep_last=True,

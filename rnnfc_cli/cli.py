@@ -609,12 +609,12 @@ def train(
         progress = stack.enter_context(display.TrainingDisplay(quiet=quiet, verbose=verbose))
         callbacks = progress
         if tensorboard is not None:
+            from rnnfc_cli.callbacks import CallbackList
             from rnnfc_cli.tensorboard import TensorBoardLogger
-            from rnnfc_cli.train import FanOut
 
             logger = TensorBoardLogger(tensorboard)
             stack.callback(logger.close)
-            callbacks = FanOut(progress, logger)
+            callbacks = CallbackList(progress, logger)
         # A graceful stop must be agreed by every process of a multi-process run; there,
         # Ctrl-C ends this process and jax.distributed's health checks end the others.
         stop = None if distributed else stack.enter_context(_stop_on_signals())

@@ -24,6 +24,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from rnnfc_cli.callbacks import Callback
+
 console = Console(stderr=True, highlight=False)  # progress and notes
 results = Console(highlight=False)  # the result tables
 
@@ -67,12 +69,12 @@ def epochs_table(records: list[Any], best_epoch: int | None, title: str | None =
     return table
 
 
-class TrainingDisplay:
+class TrainingDisplay(Callback):
     """Progress of ``fit``. On a terminal: a progress bar over a live table of the last
     epochs and a sparkline of validation accuracy, ending with the epochs table and the
     best epoch highlighted. Elsewhere (CI logs): one plain line per epoch.
 
-    Implements ``train.FitCallbacks``; use as a context manager around training.
+    A ``callbacks.Callback``; use as a context manager around training.
     ``verbose`` also prints a line per epoch on a terminal, kept above the live display.
     """
 

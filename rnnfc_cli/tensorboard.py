@@ -7,10 +7,13 @@ event files without TensorFlow.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from rnnfc_cli.callbacks import Callback
 from rnnfc_cli.errors import MissingExtraError
-from rnnfc_cli.train import EpochRecord, SilentCallbacks
+
+if TYPE_CHECKING:
+    from rnnfc_cli.train import EpochRecord
 
 SCALARS = {
     "loss/train": "train_loss",
@@ -21,7 +24,7 @@ SCALARS = {
 }
 
 
-class TensorBoardLogger(SilentCallbacks):
+class TensorBoardLogger(Callback):
     """Writes ``SCALARS`` at every finished epoch (the step is the epoch number)."""
 
     def __init__(self, directory: Path):

@@ -16,7 +16,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +26,7 @@ from flax import struct, traverse_util
 from flax.training import train_state
 from jax.sharding import NamedSharding
 
+from rnnfc_cli.callbacks import Callback
 from rnnfc_cli.config import TrainConfig
 from rnnfc_cli.errors import TrainingDivergedError, TrainingInterruptedError
 from rnnfc_cli.inference import (
@@ -287,70 +288,6 @@ class FitResult:
     @property
     def best_epoch(self) -> int:
         return max(self.best_epochs)
-
-
-class FitCallbacks(Protocol):
-    """Hooks the caller uses to show progress and keep the best checkpoint."""
-
-    def on_start(self, epochs: int, steps_per_epoch: int) -> None: ...
-
-    def on_step(self, epoch: int, step_in_epoch: int) -> None: ...
-
-    def on_epoch(self, record: EpochRecord, params: Any) -> None: ...
-
-    def on_snapshot(self, snapshot: TrainSnapshot) -> None: ...
-
-
-class SilentCallbacks:
-    """``FitCallbacks`` that do nothing; subclass to watch only what you need."""
-
-    def on_start(self, epochs: int, steps_per_epoch: int) -> None:
-        del epochs, steps_per_epoch
-
-    def on_step(self, epoch: int, step_in_epoch: int) -> None:
-        del epoch, step_in_epoch
-
-    def on_epoch(self, record: EpochRecord, params: Any) -> None:
-        del record, params
-
-    def on_snapshot(self, snapshot: TrainSnapshot) -> None:
-        del snapshot
-
-
-class ProgressOnly(SilentCallbacks):
-    """Passes only the progress of steps on (e.g. to a display), not epochs or snapshots."""
-
-    def __init__(self, callbacks: FitCallbacks):
-        self.callbacks = callbacks
-
-    def on_start(self, epochs: int, steps_per_epoch: int) -> None:
-        self.callbacks.on_start(epochs, steps_per_epoch)
-
-    def on_step(self, epoch: int, step_in_epoch: int) -> None:
-        self.callbacks.on_step(epoch, step_in_epoch)
-
-
-class FanOut:
-    """``FitCallbacks`` that pass every call on to several others, in order."""
-
-    def __init__(self, *callbacks: FitCallbacks):
-        self.callbacks = callbacks
-
-    def on_start(self, epochs: int, steps_per_epoch: int) -> None:
-        for callback in self.callbacks:
-            callback.on_start(epochs, steps_per_epoch)
-
-    def on_step(self, epoch: int, step_in_epoch: int) -> None:
-        for callback in self.callbacks:
-            callback.on_step(epoch, step_in_epoch)
-
-    def on_epoch(self, record: EpochRecord, params: Any) -> None:
-        for callback in self.callbacks:
-            callback.on_epoch(record, params)
-
-    def on_snapshot(self, snapshot: TrainSnapshot) -> None:
-        for callback in self.callbacks:
-            callback.on_snapshot(snapshot)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -632,7 +569,7 @@ def fit(
     config: TrainConfig,
     train: ArraySet,
     val: ArraySet,
-    callbacks: FitCallbacks,
+    callbacks: Callback,
     *,
     resume: Callable[[train_state.TrainState], TrainSnapshot | None] | None = None,
     checkpoint_every: float = CHECKPOINT_EVERY_SECONDS,

@@ -42,8 +42,9 @@ def test_attributions_add_up_to_the_change_in_log_probability(name):
 
 def test_the_steps_that_decide_get_the_attribution():
     """A model that learned one step's sign decides the class puts its weight there."""
+    from rnnfc_cli.callbacks import Callback
     from rnnfc_cli.config import TrainConfig
-    from rnnfc_cli.train import ArraySet, SilentCallbacks, fit
+    from rnnfc_cli.train import ArraySet, fit
 
     rng = np.random.default_rng(1)
     n, steps = 128, 10
@@ -57,7 +58,7 @@ def test_the_steps_that_decide_get_the_attribution():
         TrainConfig(epochs=30, batch_size=32, lr=1e-2, min_steps=0, patience=100),
         data,
         data,
-        SilentCallbacks(),
+        Callback(),
     )
     assert result.best_val_accuracy >= 0.95
     values = attributions(model, result.params, inputs[:8], data.lengths[:8], labels[:8])

@@ -12,6 +12,7 @@ import pytest
 from conftest import TINY_MODEL
 
 from rnnfc_cli import api, checkpoint
+from rnnfc_cli.callbacks import Callback
 from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.errors import ModelDirError
 from rnnfc_cli.inference import (
@@ -23,7 +24,6 @@ from rnnfc_cli.inference import (
 )
 from rnnfc_cli.models import build_model
 from rnnfc_cli.preprocessing import Preprocessing
-from rnnfc_cli.train import SilentCallbacks
 
 PREP = Preprocessing(("a", "b"), "str", (0.0, 0.0), (1.0, 1.0), None, "npz")
 
@@ -81,7 +81,7 @@ def test_force_refuses_a_directory_that_is_not_a_model(tiny_data, tmp_path):
     assert (tmp_path / "notes" / "thesis.txt").read_text() == "precious"
 
 
-class _Explode(SilentCallbacks):
+class _Explode(Callback):
     def on_step(self, epoch, step_in_epoch):
         raise KeyboardInterrupt
 

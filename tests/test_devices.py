@@ -17,7 +17,8 @@ sys.path.insert(0, sys.argv[1])
 from conftest import TINY_MODEL, make_sequences, padded
 from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.models import build_model
-from rnnfc_cli.train import ArraySet, SilentCallbacks, fit
+from rnnfc_cli.callbacks import Callback
+from rnnfc_cli.train import ArraySet, fit
 from rnnfc_cli.inference import make_proba_fn, predict_proba
 from rnnfc_cli.parallel import data_devices
 
@@ -29,7 +30,7 @@ model = build_model(ModelConfig(2, 2, conv="4:3", branch_dropout=0.0, **TINY_MOD
 out = {"device_count": jax.device_count()}
 for devices in (1, 4):
     config = TrainConfig(epochs=3, batch_size=16, min_steps=0, patience=100, devices=devices)
-    result = fit(model, config, data, data, SilentCallbacks())
+    result = fit(model, config, data, data, Callback())
     proba = predict_proba(make_proba_fn(model), result.params, data.inputs, data.lengths)
     leaves = [np.asarray(p).ravel().tolist() for p in jax.tree.leaves(result.params)]
     out[devices] = {"devices": result.devices, "steps": result.steps, "proba": proba.tolist(),

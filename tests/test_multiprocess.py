@@ -25,7 +25,8 @@ import jax, numpy as np
 from conftest import TINY_MODEL, make_sequences, padded
 from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.models import build_model
-from rnnfc_cli.train import ArraySet, SilentCallbacks, fit
+from rnnfc_cli.callbacks import Callback
+from rnnfc_cli.train import ArraySet, fit
 
 seqs, labels = make_sequences(40, seed=3)
 data = ArraySet(np.nan_to_num(padded(seqs)).astype(np.float32),
@@ -33,7 +34,7 @@ data = ArraySet(np.nan_to_num(padded(seqs)).astype(np.float32),
                 np.array([0 if l == "up" else 1 for l in labels], np.int32))
 model = build_model(ModelConfig(2, 2, **TINY_MODEL))
 config = TrainConfig(epochs=3, batch_size=16, min_steps=0, patience=100)
-result = fit(model, config, data, data, SilentCallbacks())
+result = fit(model, config, data, data, Callback())
 leaves = [np.asarray(p).ravel().tolist() for p in jax.tree.leaves(result.params)]
 print(json.dumps({"devices": result.devices, "steps": result.steps, "params": leaves,
                   "processes": jax.process_count(), "local": jax.local_device_count()}))

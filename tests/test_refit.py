@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from rnnfc_cli import api, train
+from rnnfc_cli import api
+from rnnfc_cli.callbacks import Callback
 from rnnfc_cli.config import REFIT_BELOW, TrainConfig
 from rnnfc_cli.errors import TrainingInterruptedError
 
@@ -65,7 +66,7 @@ def test_auto_refits_small_held_out_sets_and_never_with_a_validation_file(tiny_d
     assert given["refit_epochs"] is None
 
 
-class _StopInRefit(train.SilentCallbacks):
+class _StopInRefit(Callback):
     """Sets the stop event (as a Ctrl-C would) in the refit's second epoch."""
 
     def __init__(self, stop: threading.Event):

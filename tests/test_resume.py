@@ -14,9 +14,9 @@ import pytest
 from conftest import TINY_MODEL
 
 from rnnfc_cli import api, checkpoint
+from rnnfc_cli.callbacks import Callback
 from rnnfc_cli.config import TrainConfig
 from rnnfc_cli.errors import ModelDirError, SaveFailedError, TrainingInterruptedError
-from rnnfc_cli.train import SilentCallbacks
 
 EPOCHS = 5
 
@@ -40,7 +40,7 @@ def _request(tiny_data, model_dir: Path, **kwargs) -> api.TrainRequest:
     )
 
 
-class _StopAt(SilentCallbacks):
+class _StopAt(Callback):
     """Sets the stop event (as a Ctrl-C would) at one step of one epoch."""
 
     def __init__(self, stop: threading.Event, epoch: int, step_in_epoch: int):
@@ -159,12 +159,12 @@ from pathlib import Path
 from rnnfc_cli import api
 from rnnfc_cli.config import TrainConfig
 from rnnfc_cli.errors import SaveFailedError
-from rnnfc_cli.train import SilentCallbacks
+from rnnfc_cli.callbacks import Callback
 
 mount, data = Path(sys.argv[1]), sys.argv[2]
 filler = mount / "filler"
 
-class FillAfterFirstSnapshot(SilentCallbacks):
+class FillAfterFirstSnapshot(Callback):
     def on_snapshot(self, snapshot):
         if filler.exists():
             return
@@ -286,7 +286,7 @@ def test_ctrl_c_saves_says_how_to_resume_and_exits_130(tiny_data, tmp_path):
     assert _metric_epochs(model_dir) == list(range(1, 41))
 
 
-class _SignalAt(SilentCallbacks):
+class _SignalAt(Callback):
     """Sends this process ``signals`` once, at one step of one epoch. ``raise_signal``
     runs the Python handler before it returns, so each signal is handled in turn."""
 
@@ -308,7 +308,7 @@ def signals_at(monkeypatch):
     handlers failing the test rather than ending the test process)."""
     import signal
 
-    from rnnfc_cli.train import FanOut
+    from rnnfc_cli.callbacks import CallbackList
 
     def unexpected(number, frame):
         del frame
@@ -323,7 +323,7 @@ def signals_at(monkeypatch):
     def arrange(at: tuple[int, int], *numbers: int) -> None:
         def train_model(request, callbacks):
             monkeypatch.setattr(api, "train_model", real)  # once
-            return real(request, FanOut(callbacks, _SignalAt(at, numbers)))
+            return real(request, CallbackList(callbacks, _SignalAt(at, numbers)))
 
         monkeypatch.setattr(api, "train_model", train_model)
 

@@ -9,6 +9,7 @@ import optax
 import pytest
 from conftest import TINY_MODEL, make_sequences, padded
 
+from rnnfc_cli.callbacks import Callback
 from rnnfc_cli.config import ModelConfig, TrainConfig
 from rnnfc_cli.inference import make_proba_fn, member_keys, member_proba, predict_proba
 from rnnfc_cli.metrics import log_loss_and_accuracy
@@ -16,7 +17,6 @@ from rnnfc_cli.models import build_model
 from rnnfc_cli.train import (
     ArraySet,
     Batch,
-    SilentCallbacks,
     class_weights,
     create_train_state,
     fit,
@@ -40,7 +40,7 @@ def _batch(data: ArraySet, weights=None) -> Batch:
     return Batch(data.inputs, data.lengths, data.labels, weights)
 
 
-class Recorder(SilentCallbacks):
+class Recorder(Callback):
     def __init__(self):
         self.records, self.params = [], {}
 
