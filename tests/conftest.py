@@ -114,6 +114,32 @@ def padded(sequences, fill=np.nan) -> np.ndarray:
     return out
 
 
+def save_random_model(model_dir, train_data, options, normalize, members) -> None:
+    """A model directory written by rnnfc's own writer, holding random values in every
+    parameter (running variances positive), scaling fitted to ``train_data``."""
+    import uuid
+
+    from rnnfc_cli import checkpoint, preprocessing, readers
+    from rnnfc_cli.config import ModelConfig, TrainConfig
+    from rnnfc_cli.inference import init_params, member_keys
+    from rnnfc_cli.models import build_model
+
+    sequences = readers.read_sequences(train_data, readers.ReadOptions())
+    prep = preprocessing.fit(sequences, normalize)
+    config = ModelConfig(sequences.num_features, len(prep.labels), dropout=0.0, **options)
+    params = init_params(build_model(config), member_keys(0, members))
+    rng = np.random.default_rng(1)
+
+    def scramble(path, leaf):
+        value = np.asarray(leaf) + rng.normal(0, 0.3, np.shape(leaf)).astype(np.float32)
+        return np.abs(value) + 0.5 if jax.tree_util.keystr(path).endswith("['var']") else value
+
+    params = jax.tree_util.tree_map_with_path(scramble, params)
+    with checkpoint.ModelDirWriter(model_dir, force=False) as writer:
+        writer.write_settings(config, TrainConfig(ensemble=members), prep)
+        writer.commit({"best_epoch": 1, "model_id": uuid.uuid4().hex}, params, best_epoch=1)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> dict[str, Path]:
     """The same labelled problem as long CSV, wide CSV and NPZ, train and test."""

@@ -241,6 +241,15 @@ def test_every_train_option_reaches_the_saved_config(tiny_data, tmp_path):
         "--seed",
         "3",
         "--no-buckets",
+        "--conv",
+        "4:3,3:2",
+        "--downsample",
+        "2",
+        "--no-skip",
+        "--branch-dropout",
+        "0.25",
+        "--refit",
+        "off",
     )
     assert result.exit_code == 0, result.stderr
     info = json.loads(invoke("info", model_dir, "--json").stdout)
@@ -255,6 +264,10 @@ def test_every_train_option_reaches_the_saved_config(tiny_data, tmp_path):
         "dropout": 0.2,
         "layer_norm": True,
         "patch": 2,
+        "conv": "4:3,3:2",
+        "downsample": 2,
+        "skip": False,
+        "branch_dropout": 0.25,
     }
     assert info["train"] == {
         **info["train"],
@@ -271,6 +284,7 @@ def test_every_train_option_reaches_the_saved_config(tiny_data, tmp_path):
         "batch_size": 8,
         "seed": 3,
         "length_buckets": False,
+        "refit": "off",
     }
     assert json.loads(result.stdout)["ensemble"] == 2
     predicted = invoke("predict", model_dir, tiny_data["test_long"], "--proba")

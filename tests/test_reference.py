@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import json
 
-import jax
 import numpy as np
 import pytest
-from conftest import make_sequences, padded
+from conftest import make_sequences, padded, save_random_model
 from reference import predict_proba
 from typer.testing import CliRunner
 
-from rnnfc_cli import checkpoint, preprocessing, readers
 from rnnfc_cli.cli import app
-from rnnfc_cli.config import ModelConfig, TrainConfig
-from rnnfc_cli.inference import init_params, member_keys
-from rnnfc_cli.models import build_model
 
 CASES = {
     "lstm-bidirectional-2-layers-norm-patch3": (
@@ -68,7 +63,7 @@ def test_predict_equals_the_numpy_reference(case, tmp_path):
     recurrent, head, normalize, members = CASES[case]
     train_seqs, train_labels = make_sequences(24, seed=3, features=3, classes=("a", "b", "c"))
     train_data = _write_npz(tmp_path / "train.npz", train_seqs, train_labels)
-    _save_random_model(tmp_path / "m", train_data, {**recurrent, **head}, normalize, members)
+    save_random_model(tmp_path / "m", train_data, {**recurrent, **head}, normalize, members)
     test_seqs, _ = make_sequences(10, seed=4, features=3)
     rng = np.random.default_rng(0)
     inputs = padded(test_seqs, fill=0.0)
@@ -90,25 +85,6 @@ def test_predict_equals_the_numpy_reference(case, tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert [r["label"] for r in records] == [classes[i] for i in expected.argmax(axis=1)]
     assert expected.std(axis=0).max() > 1e-3  # the sequences are told apart, not a constant
-
-
-def _save_random_model(model_dir, train_data, options, normalize, members) -> None:
-    """A model directory written by rnnfc's own writer, holding random values in every
-    parameter (running variances positive), scaling fitted to ``train_data``."""
-    sequences = readers.read_sequences(train_data, readers.ReadOptions())
-    prep = preprocessing.fit(sequences, normalize)
-    config = ModelConfig(sequences.num_features, len(prep.labels), dropout=0.0, **options)
-    params = init_params(build_model(config), member_keys(0, members))
-    rng = np.random.default_rng(1)
-
-    def scramble(path, leaf):
-        value = np.asarray(leaf) + rng.normal(0, 0.3, np.shape(leaf)).astype(np.float32)
-        return np.abs(value) + 0.5 if jax.tree_util.keystr(path).endswith("['var']") else value
-
-    params = jax.tree_util.tree_map_with_path(scramble, params)
-    with checkpoint.ModelDirWriter(model_dir, force=False) as writer:
-        writer.write_settings(config, TrainConfig(ensemble=members), prep)
-        writer.commit({"best_epoch": 1}, params, best_epoch=1)
 
 
 def _write_npz(path, sequences, labels) -> str:

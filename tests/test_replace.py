@@ -11,7 +11,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from replace_while_reading import _train_versions, run
+from replace_while_reading import make_versions, run
 
 from rnnfc_cli import checkpoint
 from rnnfc_cli.errors import ModelDirError
@@ -20,8 +20,8 @@ from rnnfc_cli.errors import ModelDirError
 @pytest.fixture(scope="module")
 def versions(tmp_path_factory) -> tuple[list[Path], Path]:
     """Three saved models: hidden 8 (up/down), hidden 12 (up/down/flat), and hidden 8
-    trained on data ten times larger; and a test file all of them can score."""
-    return _train_versions(tmp_path_factory.mktemp("versions"))
+    scaled for data ten times larger; and a test file all of them can score."""
+    return make_versions(tmp_path_factory.mktemp("versions"))
 
 
 @pytest.mark.parametrize("atomic_swap", [True, False], ids=["exchange", "two-renames"])
