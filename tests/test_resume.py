@@ -246,13 +246,13 @@ def test_ctrl_c_saves_says_how_to_resume_and_exits_130(tiny_data, tmp_path):
         "--batch-size",
         "8",
         "--epochs",
-        "40",
+        "20",
         "--refit",
         "off",
         "--conv",
         "none",
     ]
-    flags += ["--patience", "40", "--checkpoint-every", "60"]
+    flags += ["--patience", "20", "--checkpoint-every", "60"]
     env = {**os.environ, "NO_COLOR": "1"}
     process = subprocess.Popen(
         [*command, *where, *flags],
@@ -282,8 +282,8 @@ def test_ctrl_c_saves_says_how_to_resume_and_exits_130(tiny_data, tmp_path):
     )
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
-    assert 3 <= summary["resumed_from_epoch"] < 40 and summary["epochs_run"] == 40
-    assert _metric_epochs(model_dir) == list(range(1, 41))
+    assert 3 <= summary["resumed_from_epoch"] < 20 and summary["epochs_run"] == 20
+    assert _metric_epochs(model_dir) == list(range(1, 21))
 
 
 class _SignalAt(Callback):
