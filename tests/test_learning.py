@@ -41,7 +41,7 @@ def motion_model(tmp_path_factory) -> Path:
     model = tmp_path_factory.mktemp("learning") / "motion"
     # Defaults but for fewer epochs (the warm-up still starts the first epoch near chance)
     # and no refit (tests/test_refit.py): what is learned is what the metrics log shows.
-    command = ["train", SAMPLE / "motion_train.csv", "-m", model, "--epochs", 20, "-q"]
+    command = ["train", SAMPLE / "motion_train.csv", "-m", model, "--epochs", 10, "-q"]
     trained = rnnfc(*command, "--refit", "off")
     assert trained.returncode == 0, trained.stderr
     return model
