@@ -345,25 +345,26 @@ class SequenceClassifier(nn.Module):
     """An optional conv front end, optional patching, a (bi)directional recurrent stack,
     pooling (joined with the conv features' average over valid steps), and a Dense head.
 
-    Attributes mirror ``config.ModelConfig`` one-to-one (see there).
+    Attributes mirror ``config.ModelConfig`` one-to-one (see there), which alone holds
+    their defaults: build it with ``build_model``.
     """
 
     num_features: int
     num_classes: int
-    cell: str = "lstm"
-    hidden: int = 128
-    layers: int = 1
-    bidirectional: bool = False
-    pool: str = "last"
-    dense: Sequence[int] = (128,)
-    dropout: float = 0.1
-    layer_norm: bool = False
-    patch: int = 1
-    precision: str = "float32"
-    conv: str = ""
-    downsample: int = 1
-    skip: bool = True
-    branch_dropout: float = 0.5
+    cell: str
+    hidden: int
+    layers: int
+    bidirectional: bool
+    pool: str
+    dense: Sequence[int]
+    dropout: float
+    layer_norm: bool
+    patch: int
+    precision: str
+    conv: str
+    downsample: int
+    skip: bool
+    branch_dropout: float
 
     def setup(self):
         dtype = PRECISIONS[self.precision]
