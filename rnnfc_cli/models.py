@@ -334,7 +334,11 @@ def pool_states(
         total = jnp.where(mask, outputs, 0.0).sum(axis=1)
         return total / jnp.maximum(valid.sum(axis=1, keepdims=True), 1).astype(outputs.dtype)
     if pool == "max":
-        return jnp.where(mask, outputs, -jnp.inf).max(axis=1)
+        # The value at each feature's argmax, not ``.max()``: jitted on XLA:CPU (jax 0.10),
+        # the gradient of a max over time after a layer norm came out NaN for state widths
+        # that are not a power of two (6, 12, 24, 48); the gathered value's is finite.
+        index = jnp.argmax(jnp.where(mask, outputs, -jnp.inf), axis=1)
+        return jnp.take_along_axis(outputs, index[:, None, :], axis=1)[:, 0]
     if pool == "attention":
         weights = jax.nn.softmax(jnp.where(valid, scores, -jnp.inf), axis=1)
         return jnp.einsum("bt,bth->bh", weights, jnp.where(mask, outputs, 0.0))

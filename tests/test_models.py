@@ -167,6 +167,23 @@ def test_longer_padding_never_changes_logits():
     np.testing.assert_allclose(apply(longer), logits, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("hidden", [6, 8])
+def test_max_pooling_after_layer_norm_has_finite_gradients(hidden):
+    """Jitted, a max over time after a layer norm once gave NaN gradients for state widths
+    that are not a power of two (``--layer-norm`` diverged at its second step)."""
+    config = ModelConfig(2, 2, hidden=hidden, dense=(4,), layer_norm=True, pool="max")
+    model = build_model(config)
+    inputs, lengths = _inputs(steps=9)
+    params = jax.tree.map(lambda p: p[0], init_params(model, member_keys(0, 1)))
+
+    def loss(p):
+        logits = model.apply({"params": p}, inputs, lengths, train=False)
+        return jax.nn.log_softmax(logits)[:, 0].sum()
+
+    grads = jax.jit(jax.grad(loss))(params)
+    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+
+
 def test_reverse_valid_reverses_only_the_valid_part_and_is_an_involution():
     x = jnp.arange(12.0).reshape(2, 6)
     lengths = jnp.array([4, 6])
