@@ -37,6 +37,10 @@ jax.config.update("jax_default_matmul_precision", "highest")
 runtime.configure_jax()
 
 TINY_MODEL = {"hidden": 8, "dense": (8,), "dropout": 0.0}
+# The same tiny model through the command line, quiet; the refit off (tested in test_refit.py,
+# elsewhere it would double the compiles).
+TINY_FLAGS = ["--hidden", "8", "--dense", "8", "--epochs", "2", "--batch-size", "8"]
+TINY_FLAGS += ["--refit", "off", "-q"]
 XLA_FLAGS_AS_GIVEN = os.environ["RNNFC_TEST_XLA_FLAGS_AS_GIVEN"]
 XLA_DEFAULTS = os.environ.get("RNNFC_TEST_XLA_DEFAULTS") == "1"
 

@@ -14,23 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_FLAGS
 
 from rnnfc_cli import checkpoint
 from rnnfc_cli.cli import main
 
-TINY = [
-    "--hidden",
-    "8",
-    "--dense",
-    "8",
-    "--epochs",
-    "2",
-    "--batch-size",
-    "8",
-    "--refit",
-    "off",
-    "-q",
-]
 LONG_HEADER = "id,time,f0,f1,label\n"
 
 
@@ -384,7 +372,7 @@ def test_bad_data(tmp_path, capsys, trained_model, argv, files, expected):
     names = {"file": first, "model": str(trained_model), "labels": paths.get("y.txt", "")}
     args = [a.format(**names) for a in argv]
     if args[0] == "train":
-        args += ["-m", str(tmp_path / "m"), *TINY]
+        args += ["-m", str(tmp_path / "m"), *TINY_FLAGS]
     code, err = _run(capsys, args)
     _assert_one_clean_line(code, err, expected, Path(first).name)
     assert not (tmp_path / "m").exists()
@@ -392,7 +380,7 @@ def test_bad_data(tmp_path, capsys, trained_model, argv, files, expected):
 
 @pytest.mark.parametrize(("flags", "expected"), OPTION_CASES, ids=[c[0][0] for c in OPTION_CASES])
 def test_absurd_train_options(tmp_path, capsys, tiny_data, flags, expected):
-    args = ["train", str(tiny_data["train_long"]), "-m", str(tmp_path / "m"), *TINY, *flags]
+    args = ["train", str(tiny_data["train_long"]), "-m", str(tmp_path / "m"), *TINY_FLAGS, *flags]
     code, err = _run(capsys, args)
     _assert_one_clean_line(code, err, expected)
     assert not (tmp_path / "m").exists()
@@ -524,7 +512,17 @@ def test_labels_written_as_floats_are_the_same_class_and_extra_npz_keys_are_igno
     (tmp_path / "a.npz").write_bytes(_npz(X=X, y=y, notes=np.array(["extra key"])))
     model_dir = tmp_path / "m"
     assert (
-        main(["train", str(tmp_path / "a.npz"), "-m", str(model_dir), *TINY, "--val-split", "0.5"])
+        main(
+            [
+                "train",
+                str(tmp_path / "a.npz"),
+                "-m",
+                str(model_dir),
+                *TINY_FLAGS,
+                "--val-split",
+                "0.5",
+            ]
+        )
         == 0
     )
     capsys.readouterr()

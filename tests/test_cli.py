@@ -12,14 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_FLAGS
 from typer.testing import CliRunner
 
 from rnnfc_cli import api
 from rnnfc_cli.cli import app, main
 
 runner = CliRunner()
-TINY_FLAGS = ["--hidden", "8", "--dense", "8", "--epochs", "2", "--batch-size", "8", "-q"]
-TINY_FLAGS += ["--refit", "off"]  # tested in test_refit.py; here it would double the compiles
 
 
 def invoke(*args, input=None):

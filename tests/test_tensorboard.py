@@ -8,22 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY_FLAGS
 
 from rnnfc_cli.cli import main
 
-TINY = [
-    "--hidden",
-    "8",
-    "--dense",
-    "8",
-    "--epochs",
-    "3",
-    "--batch-size",
-    "8",
-    "--refit",
-    "off",
-    "-q",
-]
+TINY = [*TINY_FLAGS, "--epochs", "3"]  # the last --epochs counts
 
 
 def _events(directory: Path):
