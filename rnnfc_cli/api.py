@@ -46,7 +46,7 @@ class TrainRequest:
       read: how to read the input files.
       val: a validation file; when None, ``train.val_split`` of the data is held out.
       force: replace an existing model directory.
-      normalize: "feature", "sequence" or "none" (see ``Preprocessing``).
+      normalize: "auto", "feature", "sequence" or "none" (see ``preprocessing.fit``).
       extra_files: more files for the model directory (name -> content), written with
         the rest before it is moved into place.
       resume: continue the interrupted run of ``model_dir`` (same data and settings).
@@ -62,7 +62,7 @@ class TrainRequest:
     read: readers.ReadOptions = dataclasses.field(default_factory=readers.ReadOptions)
     val: str | None = None
     force: bool = False
-    normalize: str = "feature"
+    normalize: str = "auto"
     extra_files: dict[str, bytes] = dataclasses.field(default_factory=dict)
     resume: bool = False
     checkpoint_every: float = 5.0

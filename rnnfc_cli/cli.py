@@ -329,9 +329,10 @@ def train(
         str,
         _data_opt(
             "--normalize",
-            help=f"Input scaling: {'|'.join(NORMALIZATIONS)} (per feature, or per sequence).",
+            help=f"Input scaling: {'|'.join(NORMALIZATIONS)} (per feature, or per sequence; "
+            "auto: per sequence when amplitudes span over 100x across sequences).",
         ),
-    ] = "feature",
+    ] = "auto",
     cell: Annotated[
         str, _model_opt("--cell", help=f"Recurrent cell: {'|'.join(CELLS)}.")
     ] = _MODEL.cell,

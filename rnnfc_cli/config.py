@@ -13,7 +13,7 @@ from typing import Any, Self
 CELLS = ("lstm", "gru", "rnn")
 PRECISIONS = ("float32", "bf16")
 POOLS = ("last", "mean", "max", "attention")
-NORMALIZATIONS = ("feature", "sequence", "none")
+NORMALIZATIONS = ("auto", "feature", "sequence", "none")
 MONITORS = ("val_accuracy", "val_loss")
 CLASS_WEIGHTS = ("none", "balanced")
 REFITS = ("auto", "on", "off")

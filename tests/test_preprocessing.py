@@ -111,6 +111,33 @@ def test_sequence_normalisation_scales_each_sequence_by_itself():
     np.testing.assert_array_equal(none[1, :, 0], [100.0, 300.0, 200.0])
 
 
+@pytest.mark.parametrize(("spread", "expected"), [(30.0, "feature"), (1000.0, "sequence")])
+def test_auto_normalisation_scales_per_sequence_only_when_amplitudes_span_decades(spread, expected):
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 40, size=60)
+    amplitude = np.geomspace(1.0, spread, 60)  # the 90th/10th percentile ratio is below spread
+    inputs = rng.normal(size=(60, 40, 2)) * amplitude[:, None, None] ** np.array([0.0, 1.0])
+    steps = np.arange(40)[None, :, None] < lengths[:, None, None]
+    inputs = np.where(steps, inputs, 0.0)
+    labels = np.array(["a", "b"] * 30)
+    prep = preprocessing.fit(_data(inputs, lengths, labels))
+    # What the spread of the second feature's amplitudes calls for, saved as chosen;
+    # read in blocks of three sequences (data kept on disk), the choice is the same.
+    stds = inputs[:, :, 1].std(axis=1, where=steps[:, :, 0])
+    low, high = np.percentile(stds, [10, 90])
+    assert (high > preprocessing.SEQUENCE_SCALE_SPREAD * low) == (expected == "sequence")
+    assert prep.normalize == expected
+    assert preprocessing.choose_normalization(_data(inputs, lengths, labels), rows=3) == expected
+
+
+def test_auto_normalisation_leaves_constant_sequences_out_of_the_spread():
+    # An idle sensor half the time: zero amplitude is not a tiny one.
+    rng = np.random.default_rng(1)
+    inputs = np.where(np.arange(40)[:, None, None] < 20, 3.0, rng.normal(size=(40, 16, 1)))
+    labels = np.array(["idle", "busy"]).repeat(20)
+    assert preprocessing.fit(_data(inputs, [16] * 40, labels)).normalize == "feature"
+
+
 def test_auto_patch_keeps_the_recurrence_short():
     from rnnfc_cli.api import auto_patch
 
