@@ -124,6 +124,8 @@ def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dic
                 "set; add data or give --val FILE"
             )
         train_data, val_data = full.subset(train_index), full.subset(val_index)
+    # Saved, keyed and refitted with the batch size and epochs chosen for this data.
+    request = dataclasses.replace(request, train=request.train.resolved(len(train_data)))
     prep = preprocessing.fit(train_data, request.normalize)
     train_arrays = _arrays(prep, train_data)
     val_arrays = _arrays(prep, val_data)

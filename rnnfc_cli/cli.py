@@ -34,6 +34,7 @@ from rnnfc_cli.config import (
     CELLS,
     CLASS_WEIGHTS,
     DEFAULT_CONV,
+    EPOCHS,
     MONITORS,
     NORMALIZATIONS,
     POOLS,
@@ -203,16 +204,17 @@ def _print_json(data: Any) -> None:
 # --- commands ------------------------------------------------------------------------------
 
 
-def _parse_steps(option: str, text: str) -> int:
-    """``--patch``/``--downsample``: a number of steps, or "auto" (0)."""
+def _parse_auto(option: str, text: str, most: int, what: str = "a number of steps") -> int:
+    """``--patch``/``--downsample``/``--epochs``: a number from 1 to ``most``, or "auto"
+    (0)."""
     if text == "auto":
         return 0
     try:
         size = int(text)
     except ValueError:
-        raise BadInputError(f"{option} '{text}': expected 'auto' or a number of steps") from None
-    if not 1 <= size <= 1024:
-        raise BadInputError(f"{option} {size}: must be between 1 and 1024")
+        raise BadInputError(f"{option} '{text}': expected 'auto' or {what}") from None
+    if not 1 <= size <= most:
+        raise BadInputError(f"{option} {size}: must be between 1 and {most}")
     return size
 
 
@@ -427,8 +429,13 @@ def train(
         ),
     ] = _MODEL.precision,
     epochs: Annotated[
-        int, _training_opt("--epochs", min=1, help="Maximum number of epochs.")
-    ] = _TRAIN.epochs,
+        str,
+        _training_opt(
+            "--epochs",
+            help=f"Maximum number of epochs ('auto': {EPOCHS}, or enough for --min-steps "
+            "optimizer steps when that is more).",
+        ),
+    ] = "auto",
     batch_size: Annotated[
         int, _training_opt("--batch-size", min=1, max=65536, help="Sequences per optimizer step.")
     ] = _TRAIN.batch_size,
@@ -705,17 +712,17 @@ def _train_request(
         "dense": _parse_dense(s["dense"]),
         "dropout": s["dropout"],
         "layer_norm": s["layer_norm"],
-        "patch": _parse_steps("--patch", s["patch"]),
+        "patch": _parse_auto("--patch", s["patch"], 1024),
         "precision": _check_choice("--precision", s["precision"], PRECISIONS),
         "conv": _parse_conv(s["conv"]),
-        "downsample": _parse_steps("--downsample", s["downsample"]),
+        "downsample": _parse_auto("--downsample", s["downsample"], 1024),
         "skip": s["skip"],
         "branch_dropout": s["branch_dropout"],
     }
     if not model_options["layers"] and not (model_options["conv"] and model_options["skip"]):
         raise BadInputError("--layers 0: needs a conv front end (--conv) and its skip path")
     train_config = TrainConfig(
-        epochs=s["epochs"],
+        epochs=_parse_auto("--epochs", s["epochs"], 10**6, "a number of epochs"),
         batch_size=s["batch_size"],
         lr=s["lr"],
         weight_decay=s["weight_decay"],

@@ -590,6 +590,7 @@ def fit(
       keep_last: return the last epoch's weights instead of the best (a refit, whose
         "validation" data is part of its training data, chooses nothing).
     """
+    config = config.resolved(len(train))
     devices = data_devices(config.devices, config.batch_size, len(train))
     batch_size = device_batch_size(config.batch_size, len(train), devices)
     longest = (int(train.lengths.max()),)

@@ -148,6 +148,22 @@ def test_min_steps_floor_delays_early_stopping():
     assert fit(MODEL, config, _arrays(), VAL, Recorder()).steps >= 10
 
 
+@pytest.mark.parametrize("sequences", [2, 32, 180, 8192])
+@pytest.mark.parametrize("min_steps", [0, 1000, 5000])
+def test_automatic_epochs_give_small_sets_their_steps(sequences, min_steps):
+    from rnnfc_cli.config import EPOCHS
+
+    chosen = TrainConfig(batch_size=32, min_steps=min_steps).resolved(sequences)
+    batches = -(-sequences // 32)
+    # At least EPOCHS, and just enough epochs to reach min_steps when EPOCHS fall short.
+    assert chosen.epochs >= EPOCHS
+    assert chosen.epochs * batches >= min_steps
+    assert chosen.epochs == EPOCHS or (chosen.epochs - 1) * batches < min_steps
+    # What was given stays as given.
+    given = TrainConfig(epochs=7, batch_size=5, min_steps=min_steps)
+    assert given.resolved(sequences) == given
+
+
 @pytest.mark.xla_default
 def test_ensemble_members_are_single_runs_and_predict_their_average():
     """Member i of --seeds K behaves as a lone run with seed + i; predict averages them.
