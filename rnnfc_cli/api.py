@@ -124,9 +124,9 @@ def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dic
                 "set; add data or give --val FILE"
             )
         train_data, val_data = full.subset(train_index), full.subset(val_index)
-    # Saved, keyed and refitted with the batch size and epochs chosen for this data.
+    # Saved, keyed and refitted with the epochs chosen for this data.
     request = dataclasses.replace(request, train=request.train.resolved(len(train_data)))
-    prep = preprocessing.fit(train_data, request.normalize)
+    prep = preprocessing.fit(train_data, request.normalize, request.read)
     train_arrays = _arrays(prep, train_data)
     val_arrays = _arrays(prep, val_data)
     options = dict(request.model_options)
@@ -426,6 +426,7 @@ def predict_chunks(
     """Labels and probabilities for the sequences in ``path``, chunk after chunk, in input
     order (labels in the input are ignored)."""
     files, proba_of, _ = _open_model(model_dir)
+    read = preprocessing.read_options(files.preprocessing, read)
     sequences = readers.read_sequences(path, dataclasses.replace(read, require_labels=False))
     inputs = preprocessing.transform_inputs(files.preprocessing, sequences)
     prep = files.preprocessing
@@ -493,8 +494,9 @@ def score(
 ) -> Scored:
     """Score the model on labelled data (``rnnfc eval``; ``rnnfc report --data``)."""
     files, proba_of, attribute = _open_model(model_dir)
-    sequences = readers.read_sequences(path, dataclasses.replace(read, require_labels=True))
     prep = files.preprocessing
+    read = preprocessing.read_options(prep, read)
+    sequences = readers.read_sequences(path, dataclasses.replace(read, require_labels=True))
     inputs = preprocessing.transform_inputs(prep, sequences)
     true = preprocessing.encode_labels(prep, sequences)
     proba = proba_of(inputs, sequences.lengths, 256, _counter(progress, len(sequences)))
@@ -536,6 +538,7 @@ def description(files: checkpoint.ModelFiles) -> dict[str, Any]:
         "labels": [prep.output_label(x) for x in prep.labels],
         "features": prep.num_features,
         "feature_names": None if prep.feature_names is None else list(prep.feature_names),
+        "columns": {"features": list(prep.selected), "ignore": list(prep.ignored)},
         "input_format": prep.source_format,
         "normalize": prep.normalize,
         "summary": files.summary,

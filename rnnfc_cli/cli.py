@@ -134,6 +134,23 @@ TimeCol = Annotated[
         "--time-col", help="Long-CSV column that orders the steps of a sequence, if present."
     ),
 ]
+FeatureCols = Annotated[
+    str | None,
+    _data_opt(
+        "--features",
+        help="CSV columns to use as features (wide: as time steps), in this order: names or "
+        "glob patterns joined by commas. Default: all but id, time and label; eval and "
+        "predict default to the model's.",
+    ),
+]
+IgnoreCols = Annotated[
+    str | None,
+    _data_opt(
+        "--ignore",
+        help="CSV columns to leave out: names or glob patterns joined by commas, e.g. "
+        "'note,meta_*'.",
+    ),
+]
 ModelDirArg = Annotated[Path, typer.Argument(help="A model directory written by rnnfc train.")]
 Quiet = Annotated[bool, _output_opt("--quiet", "-q", help="Print nothing on stderr but errors.")]
 Verbose = Annotated[
@@ -148,10 +165,36 @@ LabelsFile = Annotated[
 ]
 
 
-def _read_options(label_col: str, id_col: str, time_col: str, labels: str | None):
+def _read_options(
+    label_col: str,
+    id_col: str,
+    time_col: str,
+    labels: str | None,
+    features: str | None = None,
+    ignore: str | None = None,
+):
     from rnnfc_cli.readers import ReadOptions
 
-    return ReadOptions(label_col=label_col, id_col=id_col, time_col=time_col, labels_file=labels)
+    return ReadOptions(
+        label_col=label_col,
+        id_col=id_col,
+        time_col=time_col,
+        labels_file=labels,
+        features=_column_patterns("--features", features),
+        ignore=_column_patterns("--ignore", ignore),
+    )
+
+
+def _column_patterns(option: str, text: str | None) -> tuple[str, ...]:
+    """``"a, b*"`` -> ("a", "b*"); an empty pattern is a usage error."""
+    if text is None:
+        return ()
+    patterns = tuple(part.strip() for part in text.split(","))
+    if not all(patterns):
+        raise BadInputError(
+            f"{option} '{text}': expected column names or patterns joined by commas"
+        )
+    return patterns
 
 
 def _parse_dense(text: str) -> tuple[int, ...]:
@@ -327,6 +370,8 @@ def train(
     id_col: IdCol = "id",
     time_col: TimeCol = "time",
     labels: LabelsFile = None,
+    features: FeatureCols = None,
+    ignore: IgnoreCols = None,
     normalize: Annotated[
         str,
         _data_opt(
@@ -746,7 +791,9 @@ def _train_request(
         model_dir=model_dir,
         model_options=model_options,
         train=train_config,
-        read=_read_options(s["label_col"], s["id_col"], s["time_col"], s["labels"]),
+        read=_read_options(
+            s["label_col"], s["id_col"], s["time_col"], s["labels"], s["features"], s["ignore"]
+        ),
         val=s["val"],
         force=force,
         normalize=_check_choice("--normalize", s["normalize"], NORMALIZATIONS),
@@ -854,13 +901,15 @@ def evaluate(
     id_col: IdCol = "id",
     time_col: TimeCol = "time",
     labels: LabelsFile = None,
+    features: FeatureCols = None,
+    ignore: IgnoreCols = None,
 ) -> None:
     """Score the model on labelled DATA: accuracy, macro-F1, log loss, per class, confusion."""
     from rnnfc_cli import api, display
 
     started = time.perf_counter()
     with display.PredictionProgress("eval", quiet) as progress:
-        read = _read_options(label_col, id_col, time_col, labels)
+        read = _read_options(label_col, id_col, time_col, labels, features, ignore)
         report, classes = api.evaluate(model_dir, data, read, progress)
     result = report.to_dict(classes)
     if json_output:
@@ -901,13 +950,15 @@ def predict(
     label_col: LabelCol = "label",
     id_col: IdCol = "id",
     time_col: TimeCol = "time",
+    features: FeatureCols = None,
+    ignore: IgnoreCols = None,
 ) -> None:
     """Label every sequence in DATA, in input order: CSV 'id,label' (or JSON lines) on stdout."""
     from rnnfc_cli import api, display
 
     _check_choice("--format", output_format, ("csv", "jsonl"))
     started = time.perf_counter()
-    read = _read_options(label_col, id_col, time_col, None)
+    read = _read_options(label_col, id_col, time_col, None, features, ignore)
     with (
         display.PredictionProgress("predict", quiet) as progress,
         _output_stream(output) as stream,
@@ -1006,6 +1057,8 @@ def report(
     id_col: IdCol = "id",
     time_col: TimeCol = "time",
     labels: LabelsFile = None,
+    features: FeatureCols = None,
+    ignore: IgnoreCols = None,
 ) -> None:
     """Write one self-contained HTML page: learning curves, confusion matrices, per-class
     scores, the model card and, with --data, test scores and the surest mistakes."""
@@ -1013,7 +1066,7 @@ def report(
     from rnnfc_cli import report as report_page
 
     started = time.perf_counter()
-    read = _read_options(label_col, id_col, time_col, labels)
+    read = _read_options(label_col, id_col, time_col, labels, features, ignore)
     scored = None if test_data is None else api.score(model_dir, test_data, read)
     page = report_page.build(model_dir, scored)
     if output == "-":

@@ -42,6 +42,12 @@ def parse_conv(spec: str) -> tuple[tuple[int, int], ...]:
     return tuple(blocks)
 
 
+def column_choice(columns: dict[str, list[str]]) -> list[str]:
+    """``["--features a,b*", "--ignore note"]``: how a training chose its CSV columns (the
+    ``columns`` of ``rnnfc info --json``), empty when it took them all."""
+    return [f"--{option} {','.join(chosen)}" for option, chosen in columns.items() if chosen]
+
+
 @dataclasses.dataclass(frozen=True)
 class _Serializable:
     def to_dict(self) -> dict[str, Any]:

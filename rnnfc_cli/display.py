@@ -25,6 +25,7 @@ from rich.progress import (
 from rich.table import Table
 
 from rnnfc_cli.callbacks import Callback
+from rnnfc_cli.config import column_choice
 
 console = Console(stderr=True, highlight=False)  # progress and notes
 results = Console(highlight=False)  # the result tables
@@ -296,4 +297,5 @@ def render_info(info: dict[str, Any], verbose: bool = False) -> None:
 
 def _features(info: dict[str, Any]) -> str:
     names = info["feature_names"]
-    return f"{info['features']}" + (f" ({', '.join(names)})" if names else "")
+    text = f"{info['features']}" + (f" ({', '.join(names)})" if names else "")
+    return text + "".join(f"; {part}" for part in column_choice(info["columns"]))

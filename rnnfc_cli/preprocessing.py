@@ -15,7 +15,14 @@ import numpy as np
 
 from rnnfc_cli.errors import BadInputError
 from rnnfc_cli.lazy import CHUNK_ROWS, LazyInputs, blocks
-from rnnfc_cli.readers import SequenceData, label_kind, sorted_vocabulary, valid_steps
+from rnnfc_cli.readers import (
+    ReadOptions,
+    SequenceData,
+    exact_pattern,
+    label_kind,
+    sorted_vocabulary,
+    valid_steps,
+)
 
 _MIN_STD = 1e-8
 # ``normalize="auto"`` scales per sequence when, for some feature, the 90th percentile of
@@ -42,6 +49,9 @@ class Preprocessing:
         z-normalises each feature of each sequence by its own mean and std (for series
         whose amplitudes differ by orders of magnitude); "none" leaves values as they are.
         Never "auto": ``fit`` saves what it chose.
+      selected: the ``--features`` patterns given at training, and
+      ignored: its ``--ignore`` patterns; reapplied to wide CSV at eval and predict (long
+        CSV is read by ``feature_names``), see ``read_options``.
     """
 
     labels: tuple[str, ...]
@@ -51,6 +61,8 @@ class Preprocessing:
     feature_names: tuple[str, ...] | None
     source_format: str
     normalize: str = "feature"
+    selected: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
 
     @property
     def num_features(self) -> int:
@@ -71,6 +83,8 @@ class Preprocessing:
             feature_names=None if names is None else tuple(names),
             source_format=data["source_format"],
             normalize=data.get("normalize", "feature"),
+            selected=tuple(data.get("selected", ())),
+            ignored=tuple(data.get("ignored", ())),
         )
 
     def output_label(self, label: str) -> int | str:
@@ -78,9 +92,11 @@ class Preprocessing:
         return int(label) if self.label_kind == "int" else label
 
 
-def fit(data: SequenceData, normalize: str = "auto") -> Preprocessing:
+def fit(
+    data: SequenceData, normalize: str = "auto", read: ReadOptions | None = None
+) -> Preprocessing:
     """Fit the label vocabulary and the chosen normalisation on training data ("auto":
-    see ``choose_normalization``)."""
+    see ``choose_normalization``), keeping the column choice ``data`` was ``read`` with."""
     if data.labels is None:
         raise BadInputError(f"{data.source}: training data needs labels")
     labels = sorted_vocabulary(data.labels)
@@ -103,6 +119,23 @@ def fit(data: SequenceData, normalize: str = "auto") -> Preprocessing:
         feature_names=data.feature_names,
         source_format=data.source_format,
         normalize=normalize,
+        selected=() if read is None else read.features,
+        ignored=() if read is None else read.ignore,
+    )
+
+
+def read_options(prep: Preprocessing, read: ReadOptions) -> ReadOptions:
+    """How to read data for the model ``prep`` belongs to: with the user's column choice
+    when ``read`` makes one, else with the model's: a long CSV by the feature columns it
+    was trained on (columns beyond them are left out, a missing one is named), a wide CSV
+    by the training's ``--features`` and ``--ignore``."""
+    if read.selects_columns:
+        return read
+    if prep.feature_names is not None:
+        features = tuple(exact_pattern(name) for name in prep.feature_names)
+        return dataclasses.replace(read, features=features, chosen_by="the model's feature column")
+    return dataclasses.replace(
+        read, features=prep.selected, ignore=prep.ignored, chosen_by="the model's --features"
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from rnnfc_cli import api, checkpoint
+from rnnfc_cli.config import column_choice
 from rnnfc_cli.errors import MissingExtraError
 
 WRONG_EXAMPLES = 6
@@ -258,6 +259,7 @@ def _model_card(info: dict[str, Any]) -> str:
         ),
         ("features", info["features"]),
         ("feature names", ", ".join(info["feature_names"] or []) or "-"),
+        ("columns chosen", "; ".join(column_choice(info["columns"])) or "all"),
         ("classes", json.dumps(data.get("class_counts", {}))),
         ("preprocessing", f"normalize {info['normalize']}"),
     ]

@@ -326,6 +326,8 @@ OPTION_CASES: list[tuple[list[str], str]] = [
     (["--seeds", "0"], "--seeds"),
     (["--val-split", "1.5"], "--val-split"),
     (["--patch", "x"], "--patch 'x'"),
+    (["--features", "f0,,f1"], "--features 'f0,,f1': expected column names"),
+    (["--ignore", "f*"], "--ignore f* leaves no value columns"),
     (["--pool", "last,avg"], "--pool 'avg'"),
     (["--cell", "transformer"], "--cell 'transformer'"),
     (["--dense", "12,x"], "--dense '12,x'"),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rnnfc_cli.errors import BadInputError
 from rnnfc_cli.readers import csv_cache
-from rnnfc_cli.readers.csv import GZIP_MAGIC, read_csv
+from rnnfc_cli.readers.csv import GZIP_MAGIC, exact_pattern, read_csv
 from rnnfc_cli.readers.numpy import (
     LAZY_MIN_BYTES,
     NPY_MAGIC,
@@ -40,6 +40,7 @@ __all__ = [
     "ReadOptions",
     "SequenceData",
     "canonical_labels",
+    "exact_pattern",
     "label_kind",
     "read_label_file",
     "read_sequences",
@@ -66,6 +67,11 @@ def read_sequences(path: str, options: ReadOptions | None = None) -> SequenceDat
     except OSError as err:
         raise BadInputError(f"{path}: cannot read ({err.strerror})") from None
     kind = _detect_format(file, head)
+    if kind != "csv" and options.selects_columns and options.chosen_by == "--features":
+        raise BadInputError(
+            f"{path}: --features and --ignore choose CSV columns; an {kind.upper()} file has "
+            "no column names (save only the features to use)"
+        )
     if kind == "npz":
         return read_npz(file, options)
     if kind == "npy":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import fnmatch
 import io
 from collections.abc import Iterator, Sequence
 
@@ -102,6 +103,46 @@ def check_header(header: list[str], source: str) -> None:
         seen[name] = position
 
 
+def value_columns(
+    header: list[str], options: ReadOptions, source: str, reserved: set[str]
+) -> list[int]:
+    """Indices of the columns that hold values, in model order: those ``options.features``
+    matches (in the order of its patterns), else every column not ``reserved`` (id, time,
+    label); less those ``options.ignore`` matches. Reserved columns are never values."""
+    if options.features:
+        chosen: list[int] = []
+        for pattern in options.features:
+            matches = [
+                i
+                for i, name in enumerate(header)
+                if name not in reserved and fnmatch.fnmatchcase(name, pattern)
+            ]
+            if not matches:
+                raise BadInputError(
+                    f"{source}: no column matches {options.chosen_by} '{pattern}' "
+                    f"(columns: {preview(header)})"
+                )
+            chosen += [i for i in matches if i not in chosen]
+    else:
+        chosen = [i for i, name in enumerate(header) if name not in reserved]
+    kept = [
+        i
+        for i in chosen
+        if not any(fnmatch.fnmatchcase(header[i], pattern) for pattern in options.ignore)
+    ]
+    if chosen and not kept:
+        raise BadInputError(
+            f"{source}: --ignore {','.join(options.ignore)} leaves no value columns "
+            f"(columns: {preview(header)})"
+        )
+    return kept
+
+
+def exact_pattern(name: str) -> str:
+    """A glob pattern that matches ``name`` only (its wildcards bracketed)."""
+    return "".join(f"[{char}]" if char in "*?[" else char for char in name)
+
+
 @dataclasses.dataclass(frozen=True)
 class CsvTable:
     source: str
@@ -178,7 +219,7 @@ def _csv_labels(table: CsvTable, options: ReadOptions) -> np.ndarray | None:
 
 def wide_csv(table: CsvTable, options: ReadOptions) -> SequenceData:
     labels = _csv_labels(table, options)
-    steps = [i for i, name in enumerate(table.header) if name != options.label_col]
+    steps = value_columns(table.header, options, table.source, {options.label_col})
     if not steps:
         raise BadInputError(f"{table.source}: has no time-step columns besides the label")
     values, empty = table.numbers(steps)
@@ -207,8 +248,7 @@ def wide_csv(table: CsvTable, options: ReadOptions) -> SequenceData:
 
 def long_csv(table: CsvTable, options: ReadOptions) -> SequenceData:
     labels = _csv_labels(table, options)
-    special = {options.id_col, options.label_col, options.time_col}
-    features = [i for i, name in enumerate(table.header) if name not in special]
+    features = value_columns(table.header, options, table.source, reserved_columns(options))
     if not features:
         raise BadInputError(
             f"{table.source}: has no feature columns besides "
@@ -247,6 +287,11 @@ def long_csv(table: CsvTable, options: ReadOptions) -> SequenceData:
         source_format="long-csv",
         source=table.source,
     )
+
+
+def reserved_columns(options: ReadOptions) -> set[str]:
+    """The long-CSV columns that are never features."""
+    return {options.id_col, options.label_col, options.time_col}
 
 
 def _time_keys(table: CsvTable, time_col: str) -> np.ndarray:

@@ -29,6 +29,8 @@ from rnnfc_cli.readers.csv import (
     csv_rows,
     decode_text,
     long_csv,
+    reserved_columns,
+    value_columns,
     wide_csv,
 )
 from rnnfc_cli.readers.numpy import load_npy
@@ -56,6 +58,8 @@ def cached(file: Path, options: ReadOptions, delimiter: str) -> SequenceData | N
             options.id_col,
             options.time_col,
             options.require_labels,
+            options.features,
+            options.ignore,
         ]
     )
     directory = cache_dir() / "csv" / hashlib.sha256(key.encode()).hexdigest()[:32]
@@ -112,7 +116,7 @@ def _shape(file: Path, options: ReadOptions, delimiter: str) -> tuple[int, int, 
         count = sum(1 for _ in rows)
         if count == 0:
             raise BadInputError(f"{source}: has a header but no data rows")
-        return count, len(header) - (options.label_col in header), False
+        return count, len(value_columns(header, options, source, {options.label_col})), False
     id_index = header.index(options.id_col)
     seen: set[str] = set()
     current, run, longest = None, 0, 0
@@ -141,8 +145,7 @@ def _convert(file: Path, options: ReadOptions, delimiter: str, directory: Path) 
     header, rows = _rows(file, delimiter, source)
     features = 1
     if long_format:
-        special = {options.id_col, options.label_col, options.time_col}
-        features = max(1, sum(name not in special for name in header))
+        features = max(1, len(value_columns(header, options, source, reserved_columns(options))))
     partial = directory.with_name(f"{directory.name}.partial-{os.getpid()}")
     partial.mkdir(parents=True, exist_ok=True)
     try:

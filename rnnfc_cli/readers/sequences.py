@@ -25,6 +25,14 @@ class ReadOptions:
       time_col: long-CSV column that orders the rows of a sequence, when present.
       labels_file: labels for a ``.npy`` input (a ``.npy`` array or one label per line).
       require_labels: train and eval need labels; predict ignores them.
+      features: the CSV columns that hold values (long: features; wide: time steps), in
+        this order, as names or glob patterns (each pattern's matches in file order);
+        empty: every column but the id, time and label columns. A pattern that matches
+        no column is an error.
+      ignore: CSV columns left out, as names or glob patterns; one that matches nothing
+        is no error (a file read later may lack the column).
+      chosen_by: who chose ``features``, as messages name it: "--features", or the model
+        (``preprocessing.read_options``).
     """
 
     label_col: str = "label"
@@ -32,6 +40,13 @@ class ReadOptions:
     time_col: str = "time"
     labels_file: str | None = None
     require_labels: bool = True
+    features: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    chosen_by: str = "--features"
+
+    @property
+    def selects_columns(self) -> bool:
+        return bool(self.features or self.ignore)
 
 
 @dataclasses.dataclass(frozen=True)

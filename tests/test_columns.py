@@ -1,0 +1,142 @@
+"""Choosing the CSV columns: --features and --ignore, kept in the model directory so that
+eval and predict read later files (more columns, another order) the way training did."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from conftest import TINY_FLAGS, make_sequences, write_long_csv, write_wide_csv
+
+from rnnfc_cli import readers
+from rnnfc_cli.cli import main
+from rnnfc_cli.errors import BadInputError
+from rnnfc_cli.readers import csv_cache
+
+
+def _rewrite(source, target, columns, extra=None):
+    """``source`` (a CSV) with only ``columns``, in that order, plus ``extra`` columns
+    (name -> value per row)."""
+    extra = extra or {}
+    with source.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with target.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*columns, *extra])
+        for i, row in enumerate(rows):
+            writer.writerow([*(row[c] for c in columns), *(value(i) for value in extra.values())])
+    return target
+
+
+def _messy(tmp_path, name="messy.csv"):
+    """A long CSV as systems export it: text columns beside the features."""
+    sequences, labels = make_sequences(24, seed=3, features=2)
+    plain = write_long_csv(tmp_path / "plain.csv", sequences, labels)
+    extra = {"user": lambda i: f"user {i % 5}", "meta_note": lambda i: "free text, quoted"}
+    return _rewrite(plain, tmp_path / name, ["id", "time", "f0", "f1", "label"], extra), plain
+
+
+def _values(data) -> np.ndarray:
+    """The padded values, read whole (from the cache too)."""
+    return np.asarray(data.inputs[: len(data)])
+
+
+def _read(path, **options):
+    return readers.read_sequences(str(path), readers.ReadOptions(**options))
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_ignore_and_features_choose_the_columns(tmp_path, monkeypatch, cached):
+    monkeypatch.setattr(csv_cache, "MIN_BYTES", 0 if cached else 2**62)
+    monkeypatch.setenv("RNNFC_CACHE_DIR", str(tmp_path / "cache"))
+    messy, plain = _messy(tmp_path)
+    expected = _values(_read(plain))
+    ignored = _read(messy, ignore=("user", "meta_*"))
+    assert ignored.feature_names == ("f0", "f1")
+    np.testing.assert_array_equal(_values(ignored), expected)
+    chosen = _read(messy, features=("f1", "f*"))  # in the patterns' order, each column once
+    assert chosen.feature_names == ("f1", "f0")
+    np.testing.assert_array_equal(_values(chosen), expected[:, :, ::-1])
+    # A pattern never picks the id, time or label column.
+    assert _read(messy, features=("*",), ignore=("user", "meta_*")).feature_names == ("f0", "f1")
+
+
+def test_a_wide_csv_model_reads_later_files_with_its_training_choice(tmp_path, capsys):
+    sequences, labels = make_sequences(24, seed=1, features=1)
+    plain = write_wide_csv(tmp_path / "w.csv", sequences, labels)
+    with plain.open() as handle:
+        header = next(csv.reader(handle))
+    messy = _rewrite(plain, tmp_path / "m.csv", header, {"note": lambda i: f"n{i}"})
+    np.testing.assert_array_equal(_read(messy, ignore=("note",)).inputs, _read(plain).inputs)
+    model_dir = tmp_path / "model"
+    assert main(["train", str(messy), "-m", str(model_dir), *TINY_FLAGS, "--ignore", "note"]) == 0
+    capsys.readouterr()
+    outputs = []
+    for path in (messy, plain):  # the note column left out again, without the flag
+        assert main(["predict", str(model_dir), str(path), "--proba"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"features": ("f9",)}, "no column matches --features 'f9' (columns: id, time"),
+        ({"features": ("label",)}, "no column matches --features 'label'"),
+        ({"ignore": ("f*", "user", "meta_*")}, "--ignore f*,user,meta_* leaves no value columns"),
+    ],
+)
+def test_a_choice_that_cannot_be_met_names_the_file_and_the_pattern(tmp_path, options, message):
+    messy, _ = _messy(tmp_path)
+    with pytest.raises(BadInputError, match=message.replace("*", r"\*").replace("(", r"\(")):
+        _read(messy, **options)
+
+
+def test_names_with_glob_characters_are_matched_exactly_when_the_model_chooses():
+    assert readers.exact_pattern("a[1]*?") == "a[[]1][*][?]"
+
+
+def test_train_on_an_export_and_predict_on_files_with_other_columns(tmp_path, capsys):
+    messy, plain = _messy(tmp_path)
+    model_dir = tmp_path / "m"
+    args = ["train", str(messy), "-m", str(model_dir), *TINY_FLAGS, "--ignore", "user,meta_*"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["info", str(model_dir), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["feature_names"] == ["f0", "f1"]
+    assert info["columns"] == {"features": [], "ignore": ["user", "meta_*"]}
+
+    def predict(path, *flags):
+        code = main(["predict", str(model_dir), str(path), "--proba", *flags])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, expected, _ = predict(plain)
+    assert code == 0
+    # Other columns, in another order, and more of them: no flag needed.
+    shuffled = _rewrite(
+        messy,
+        tmp_path / "s.csv",
+        ["f1", "meta_note", "label", "id", "f0", "time", "user"],
+        {"device": lambda i: "d7"},
+    )
+    assert predict(shuffled)[:2] == (0, expected)
+    assert main(["eval", str(model_dir), str(shuffled), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 24
+    # A feature the model needs is missing: one line naming it and the file.
+    missing = _rewrite(messy, tmp_path / "x.csv", ["id", "time", "f0", "label"])
+    code, _, err = predict(missing)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"rnnfc predict: error: {missing}: no column matches the model's feature column 'f1' "
+        "(columns: id, time, f0, label)"
+    ]
+
+
+def test_column_choice_is_refused_for_files_without_column_names(tmp_path, capsys, tiny_data):
+    code = main(["train", str(tiny_data["train_npz"]), "-m", str(tmp_path / "m"), "--ignore", "x"])
+    assert code == 2
+    assert "--features and --ignore choose CSV columns" in capsys.readouterr().err
