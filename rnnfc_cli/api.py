@@ -538,7 +538,11 @@ def description(files: checkpoint.ModelFiles) -> dict[str, Any]:
         "labels": [prep.output_label(x) for x in prep.labels],
         "features": prep.num_features,
         "feature_names": None if prep.feature_names is None else list(prep.feature_names),
-        "columns": {"features": list(prep.selected), "ignore": list(prep.ignored)},
+        "columns": {
+            "features": list(prep.selected),
+            "ignore": list(prep.ignored),
+            "derived": list(prep.derived_features),
+        },
         "input_format": prep.source_format,
         "normalize": prep.normalize,
         "summary": files.summary,

@@ -172,6 +172,7 @@ def _read_options(
     labels: str | None,
     features: str | None = None,
     ignore: str | None = None,
+    time_features: tuple[str, ...] = (),
 ):
     from rnnfc_cli.readers import ReadOptions
 
@@ -182,7 +183,14 @@ def _read_options(
         labels_file=labels,
         features=_column_patterns("--features", features),
         ignore=_column_patterns("--ignore", ignore),
+        time_features=time_features,
     )
+
+
+def _time_features(gap: bool, elapsed: bool) -> tuple[str, ...]:
+    if elapsed and not gap:
+        raise BadInputError("--elapsed-time: add --time-features too")
+    return ("gap", "elapsed")[: gap + elapsed]
 
 
 def _column_patterns(option: str, text: str | None) -> tuple[str, ...]:
@@ -372,6 +380,21 @@ def train(
     labels: LabelsFile = None,
     features: FeatureCols = None,
     ignore: IgnoreCols = None,
+    time_features: Annotated[
+        bool,
+        _data_opt(
+            "--time-features/--no-time-features",
+            help="Add per step the time since the previous step (log1p), from the long CSV's "
+            "time column (numbers or ISO-8601 timestamps).",
+        ),
+    ] = False,
+    elapsed_time: Annotated[
+        bool,
+        _data_opt(
+            "--elapsed-time",
+            help="With --time-features, add the time since the sequence's first step too.",
+        ),
+    ] = False,
     normalize: Annotated[
         str,
         _data_opt(
@@ -792,7 +815,13 @@ def _train_request(
         model_options=model_options,
         train=train_config,
         read=_read_options(
-            s["label_col"], s["id_col"], s["time_col"], s["labels"], s["features"], s["ignore"]
+            s["label_col"],
+            s["id_col"],
+            s["time_col"],
+            s["labels"],
+            s["features"],
+            s["ignore"],
+            _time_features(s["time_features"], s["elapsed_time"]),
         ),
         val=s["val"],
         force=force,

@@ -43,9 +43,17 @@ def parse_conv(spec: str) -> tuple[tuple[int, int], ...]:
 
 
 def column_choice(columns: dict[str, list[str]]) -> list[str]:
-    """``["--features a,b*", "--ignore note"]``: how a training chose its CSV columns (the
-    ``columns`` of ``rnnfc info --json``), empty when it took them all."""
-    return [f"--{option} {','.join(chosen)}" for option, chosen in columns.items() if chosen]
+    """``["--features a,b*", "--ignore note", "derived time:gap"]``: how a training chose
+    its CSV columns and what it derived (the ``columns`` of ``rnnfc info --json``), empty
+    when it took the columns as they were."""
+    parts = [
+        f"--{option} {','.join(columns[option])}"
+        for option in ("features", "ignore")
+        if columns[option]
+    ]
+    if columns["derived"]:
+        parts.append(f"derived {', '.join(columns['derived'])}")
+    return parts
 
 
 @dataclasses.dataclass(frozen=True)

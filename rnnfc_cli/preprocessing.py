@@ -16,6 +16,7 @@ import numpy as np
 from rnnfc_cli.errors import BadInputError
 from rnnfc_cli.lazy import CHUNK_ROWS, LazyInputs, blocks
 from rnnfc_cli.readers import (
+    MODEL_FEATURES,
     ReadOptions,
     SequenceData,
     exact_pattern,
@@ -52,6 +53,8 @@ class Preprocessing:
       selected: the ``--features`` patterns given at training, and
       ignored: its ``--ignore`` patterns; reapplied to wide CSV at eval and predict (long
         CSV is read by ``feature_names``), see ``read_options``.
+      time_features: the features derived from the time column (``ReadOptions``), last in
+        ``feature_names``; derived again at eval and predict.
     """
 
     labels: tuple[str, ...]
@@ -63,6 +66,13 @@ class Preprocessing:
     normalize: str = "feature"
     selected: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()
+    time_features: tuple[str, ...] = ()
+
+    @property
+    def derived_features(self) -> tuple[str, ...]:
+        """The names of the features derived from the time column (the last ones)."""
+        names = self.feature_names or ()
+        return names[len(names) - len(self.time_features) :]
 
     @property
     def num_features(self) -> int:
@@ -85,6 +95,7 @@ class Preprocessing:
             normalize=data.get("normalize", "feature"),
             selected=tuple(data.get("selected", ())),
             ignored=tuple(data.get("ignored", ())),
+            time_features=tuple(data.get("time_features", ())),
         )
 
     def output_label(self, label: str) -> int | str:
@@ -121,19 +132,22 @@ def fit(
         normalize=normalize,
         selected=() if read is None else read.features,
         ignored=() if read is None else read.ignore,
+        time_features=() if read is None else read.time_features,
     )
 
 
 def read_options(prep: Preprocessing, read: ReadOptions) -> ReadOptions:
-    """How to read data for the model ``prep`` belongs to: with the user's column choice
-    when ``read`` makes one, else with the model's: a long CSV by the feature columns it
-    was trained on (columns beyond them are left out, a missing one is named), a wide CSV
-    by the training's ``--features`` and ``--ignore``."""
+    """How to read data for the model ``prep`` belongs to: with its time features, and with
+    the user's column choice when ``read`` makes one, else with the model's: a long CSV by
+    the feature columns it was trained on (columns beyond them are left out, a missing one
+    is named), a wide CSV by the training's ``--features`` and ``--ignore``."""
+    read = dataclasses.replace(read, time_features=prep.time_features)
     if read.selects_columns:
         return read
     if prep.feature_names is not None:
-        features = tuple(exact_pattern(name) for name in prep.feature_names)
-        return dataclasses.replace(read, features=features, chosen_by="the model's feature column")
+        columns = prep.feature_names[: len(prep.feature_names) - len(prep.derived_features)]
+        features = tuple(exact_pattern(name) for name in columns)
+        return dataclasses.replace(read, features=features, chosen_by=MODEL_FEATURES)
     return dataclasses.replace(
         read, features=prep.selected, ignore=prep.ignored, chosen_by="the model's --features"
     )

@@ -293,7 +293,7 @@ DATA_CASES: list[Case] = [
         "predict-renamed-features",
         ["predict", "{model}", "{file}"],
         {"a.csv": GOOD_LONG.replace("f1", "g1", 1).encode()},
-        "missing feature columns",
+        "missing feature column 'f1' that the model was trained on (columns: id, time, f0, g1",
     ),
     (
         "predict-100k-columns",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -94,8 +95,14 @@ def test_a_choice_that_cannot_be_met_names_the_file_and_the_pattern(tmp_path, op
         _read(messy, **options)
 
 
-def test_names_with_glob_characters_are_matched_exactly_when_the_model_chooses():
+def test_names_with_glob_characters_are_matched_exactly_when_the_model_chooses(tmp_path):
     assert readers.exact_pattern("a[1]*?") == "a[[]1][*][?]"
+    path = _events(tmp_path / "e.csv", [("a", 1, 1.0, "x")], header=("id", "time", "f*", "label"))
+    options = {"features": (readers.exact_pattern("f?"),), "chosen_by": readers.MODEL_FEATURES}
+    with pytest.raises(BadInputError, match=re.escape("missing feature column 'f?' that")):
+        _read(path, **options)
+    options["features"] = (readers.exact_pattern("f*"),)
+    assert _read(path, **options).feature_names == ("f*",)
 
 
 def test_train_on_an_export_and_predict_on_files_with_other_columns(tmp_path, capsys):
@@ -107,7 +114,7 @@ def test_train_on_an_export_and_predict_on_files_with_other_columns(tmp_path, ca
     assert main(["info", str(model_dir), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["feature_names"] == ["f0", "f1"]
-    assert info["columns"] == {"features": [], "ignore": ["user", "meta_*"]}
+    assert info["columns"] == {"features": [], "ignore": ["user", "meta_*"], "derived": []}
 
     def predict(path, *flags):
         code = main(["predict", str(model_dir), str(path), "--proba", *flags])
@@ -131,8 +138,8 @@ def test_train_on_an_export_and_predict_on_files_with_other_columns(tmp_path, ca
     code, _, err = predict(missing)
     assert code == 2
     assert err.strip().splitlines() == [
-        f"rnnfc predict: error: {missing}: no column matches the model's feature column 'f1' "
-        "(columns: id, time, f0, label)"
+        f"rnnfc predict: error: {missing}: missing feature column 'f1' that the model was "
+        "trained on (columns: id, time, f0, label)"
     ]
 
 
@@ -140,3 +147,97 @@ def test_column_choice_is_refused_for_files_without_column_names(tmp_path, capsy
     code = main(["train", str(tiny_data["train_npz"]), "-m", str(tmp_path / "m"), "--ignore", "x"])
     assert code == 2
     assert "--features and --ignore choose CSV columns" in capsys.readouterr().err
+
+
+def _events(path, rows, header=("id", "time", "f0", "label")):
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def test_time_features_are_log_gaps_from_iso_timestamps_with_offsets(tmp_path):
+    # Out of order in the file, and in two time zones: 10:00:00Z = 12:00:00+02:00.
+    rows = [
+        ("a", "2024-05-01T12:00:30+02:00", 2.0, "x"),
+        ("a", "2024-05-01T10:00:00Z", 1.0, "x"),
+        ("a", "2024-05-01T10:01:30+00:00", 3.0, "x"),
+        ("b", "2024-05-02T00:00:00+05:00", 5.0, "y"),
+    ]
+    data = _read(_events(tmp_path / "e.csv", rows), time_features=("gap", "elapsed"))
+    assert data.feature_names == ("f0", "time:gap", "time:elapsed")
+    np.testing.assert_allclose(data.inputs[0, :, 0], [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(data.inputs[0, :, 1], np.log1p([0.0, 30.0, 60.0]))
+    np.testing.assert_allclose(data.inputs[0, :, 2], np.log1p([0.0, 30.0, 90.0]))
+    assert data.inputs[1, 0].tolist() == [5.0, 0.0, 0.0]
+
+
+def test_numeric_times_give_gaps_in_their_own_unit(tmp_path):
+    rows = [("a", 10, 0.0, "x"), ("a", 13.5, 0.0, "x"), ("a", 12, 0.0, "x"), ("b", 1, 0.0, "y")]
+    data = _read(_events(tmp_path / "e.csv", rows), time_features=("gap",))
+    np.testing.assert_allclose(data.inputs[0, :, 1], np.log1p([0.0, 2.0, 1.5]))
+
+
+@pytest.mark.parametrize(
+    ("times", "message"),
+    [
+        (
+            ["2024-05-01T10:00:00", "yesterday"],
+            "row 3, column 'time': 'yesterday' is neither a number nor an ISO-8601 timestamp",
+        ),
+        (
+            ["2024-05-01T10:00:00", "2024-05-01T10:00:05+01:00"],
+            "row 3, column 'time': '2024-05-01T10:00:05+01:00' and '2024-05-01T10:00:00' "
+            "(row 2) differ in having a UTC offset",
+        ),
+    ],
+)
+def test_timestamps_that_cannot_be_read_name_the_row(tmp_path, times, message):
+    rows = [("a", time, 1.0, "x") for time in times] + [("b", times[0], 1.0, "y")]
+    path = _events(tmp_path / "e.csv", rows)
+    with pytest.raises(BadInputError, match=re.escape(f"{path}: {message}")):
+        _read(path, time_features=("gap",))
+
+
+def test_time_features_need_a_long_csv_with_its_time_column(tmp_path, tiny_data):
+    no_time = _events(tmp_path / "e.csv", [("a", 1.0, "x")], header=("id", "f0", "label"))
+    with pytest.raises(BadInputError, match="needs the time column 'time'"):
+        _read(no_time, time_features=("gap",))
+    with pytest.raises(BadInputError, match="needs a long CSV"):
+        _read(tiny_data["train_wide"], time_features=("gap",))
+    with pytest.raises(BadInputError, match="an NPZ file has none"):
+        _read(tiny_data["train_npz"], time_features=("gap",))
+
+
+def test_a_model_with_time_features_derives_them_again_at_predict(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(24):
+        start = np.datetime64("2024-05-01T00:00:00") + np.timedelta64(int(i * 3600), "s")
+        gaps = rng.integers(1, 5, size=6) * (1 if i % 2 else 60)  # seconds or minutes apart
+        for step, offset in enumerate(np.cumsum(gaps)):
+            stamp = str(start + np.timedelta64(int(offset), "s")) + "+00:00"
+            rows.append((f"s{i}", stamp, 1.0 + 0.01 * step, "fast" if i % 2 else "slow"))
+    train = _events(tmp_path / "t.csv", rows)
+    model_dir = tmp_path / "m"
+    assert main(["train", str(train), "-m", str(model_dir), *TINY_FLAGS, "--time-features"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(model_dir), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["feature_names"] == ["f0", "time:gap"]
+    assert info["columns"]["derived"] == ["time:gap"]
+    outputs = []
+    # The same events with an extra column, rows shuffled: the same features again.
+    shuffled = [(*row, "note") for row in rows]
+    rng.shuffle(shuffled)
+    other = _events(tmp_path / "o.csv", shuffled, header=("id", "time", "f0", "label", "note"))
+    for path in (train, other):
+        assert main(["predict", str(model_dir), str(path), "--proba"]) == 0
+        outputs.append(sorted(capsys.readouterr().out.splitlines()))
+    assert outputs[0] == outputs[1]
+    # A sequence predicted alone as within the file: its features are its own.
+    alone = _events(tmp_path / "a.csv", [row for row in rows if row[0] == "s3"])
+    assert main(["predict", str(model_dir), str(alone), "--proba"]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line in outputs[0]

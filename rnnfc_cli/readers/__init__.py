@@ -26,6 +26,7 @@ from rnnfc_cli.readers.numpy import (
     read_npz,
 )
 from rnnfc_cli.readers.sequences import (
+    MODEL_FEATURES,
     ReadOptions,
     SequenceData,
     canonical_labels,
@@ -36,6 +37,7 @@ from rnnfc_cli.readers.sequences import (
 
 __all__ = [
     "LAZY_MIN_BYTES",
+    "MODEL_FEATURES",
     "STDIN",
     "ReadOptions",
     "SequenceData",
@@ -71,6 +73,11 @@ def read_sequences(path: str, options: ReadOptions | None = None) -> SequenceDat
         raise BadInputError(
             f"{path}: --features and --ignore choose CSV columns; an {kind.upper()} file has "
             "no column names (save only the features to use)"
+        )
+    if kind != "csv" and options.time_features:
+        raise BadInputError(
+            f"{path}: time features come from a long CSV's time column; an {kind.upper()} "
+            "file has none"
         )
     if kind == "npz":
         return read_npz(file, options)

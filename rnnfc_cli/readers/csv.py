@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime
 import fnmatch
 import io
+import re
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from rnnfc_cli.errors import BadInputError
 from rnnfc_cli.readers.sequences import (
+    MODEL_FEATURES,
     ReadOptions,
     SequenceData,
     canonical_labels,
     preview,
+    time_feature_name,
     valid_steps,
 )
 
@@ -119,8 +123,7 @@ def value_columns(
             ]
             if not matches:
                 raise BadInputError(
-                    f"{source}: no column matches {options.chosen_by} '{pattern}' "
-                    f"(columns: {preview(header)})"
+                    f"{source}: {_unmatched(pattern, options)} (columns: {preview(header)})"
                 )
             chosen += [i for i in matches if i not in chosen]
     else:
@@ -141,6 +144,13 @@ def value_columns(
 def exact_pattern(name: str) -> str:
     """A glob pattern that matches ``name`` only (its wildcards bracketed)."""
     return "".join(f"[{char}]" if char in "*?[" else char for char in name)
+
+
+def _unmatched(pattern: str, options: ReadOptions) -> str:
+    if options.chosen_by == MODEL_FEATURES:
+        name = re.sub(r"\[([*?[])\]", r"\1", pattern)  # undo exact_pattern
+        return f"missing feature column '{name}' that the model was trained on"
+    return f"no column matches {options.chosen_by} '{pattern}'"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +228,15 @@ def _csv_labels(table: CsvTable, options: ReadOptions) -> np.ndarray | None:
 
 
 def wide_csv(table: CsvTable, options: ReadOptions) -> SequenceData:
+    if options.time_features:
+        raise BadInputError(
+            f"{table.source}: --time-features needs a long CSV (an id and a time column); "
+            "this one is wide"
+        )
+    if options.chosen_by == MODEL_FEATURES:
+        # A long-CSV model's feature names mean nothing to a wide file: read it whole, and
+        # the feature count check says what is wrong.
+        options = dataclasses.replace(options, features=())
     labels = _csv_labels(table, options)
     steps = value_columns(table.header, options, table.source, {options.label_col})
     if not steps:
@@ -267,15 +286,29 @@ def long_csv(table: CsvTable, options: ReadOptions) -> SequenceData:
     rank = np.empty_like(appearance)
     rank[appearance] = np.arange(len(appearance))
     group = rank[group]
+    seconds = None
+    if options.time_features:
+        if options.time_col not in table.header:
+            raise BadInputError(
+                f"{table.source}: --time-features needs the time column '{options.time_col}' "
+                f"(columns: {preview(table.header)}); name it with --time-col"
+            )
+        seconds = time_seconds(table, options.time_col)
     order_keys = [group]
     if options.time_col in table.header:
-        order_keys.insert(0, _time_keys(table, options.time_col))
+        keys = seconds if seconds is not None else _time_keys(table, options.time_col)
+        order_keys.insert(0, keys)
     order = np.lexsort(order_keys)
     counts = np.bincount(group)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     position = np.arange(len(order)) - starts[group[order]]
-    inputs = np.zeros((len(counts), int(counts.max()), len(features)))
-    inputs[group[order], position] = values[order]
+    rows = values[order]
+    names = tuple(table.header[i] for i in features)
+    if seconds is not None:
+        rows = np.concatenate([rows, _time_features(seconds[order], position, options)], axis=1)
+        names += tuple(time_feature_name(options.time_col, k) for k in options.time_features)
+    inputs = np.zeros((len(counts), int(counts.max()), rows.shape[1]))
+    inputs[group[order], position] = rows
     if labels is not None:
         labels = _labels_per_group(table, options, labels, group, unique_ids[appearance])
     return SequenceData(
@@ -283,7 +316,7 @@ def long_csv(table: CsvTable, options: ReadOptions) -> SequenceData:
         lengths=counts.astype(np.int64),
         labels=labels,
         ids=[str(i) for i in unique_ids[appearance]],
-        feature_names=tuple(table.header[i] for i in features),
+        feature_names=names,
         source_format="long-csv",
         source=table.source,
     )
@@ -292,6 +325,58 @@ def long_csv(table: CsvTable, options: ReadOptions) -> SequenceData:
 def reserved_columns(options: ReadOptions) -> set[str]:
     """The long-CSV columns that are never features."""
     return {options.id_col, options.label_col, options.time_col}
+
+
+def time_seconds(table: CsvTable, time_col: str) -> np.ndarray:
+    """Each row's time, float64: numbers as they are, else ISO-8601 timestamps in seconds
+    (all with a UTC offset, or all without); anything else is an error naming the row."""
+    times = table.column(time_col)
+    column = table.header.index(time_col)
+    try:
+        numbers = times.astype(np.float64)
+    except ValueError:
+        numbers = None
+    if numbers is not None:
+        bad = np.flatnonzero(~np.isfinite(numbers))
+        if bad.size:
+            raise BadInputError(f"{table.where(int(bad[0]), column)}: time is {times[bad[0]]}")
+        return numbers
+    unique, inverse = np.unique(times, return_inverse=True)
+    stamps: list[datetime.datetime | None] = []
+    for text in unique.tolist():
+        try:
+            stamps.append(datetime.datetime.fromisoformat(text))
+        except ValueError:
+            stamps.append(None)
+    parsed = np.array([stamp is not None for stamp in stamps])
+    if not parsed.all():
+        row = int(np.flatnonzero(~parsed[inverse])[0])
+        raise BadInputError(
+            f"{table.where(row, column)}: '{times[row]}' is neither a number nor an ISO-8601 "
+            "timestamp (2024-05-01T12:00:00, optionally with +02:00 or Z)"
+        )
+    aware = np.array([stamp.tzinfo is not None for stamp in stamps])
+    if aware.any() and not aware.all():
+        row = int(np.flatnonzero(aware[inverse] != aware[inverse[0]])[0])
+        raise BadInputError(
+            f"{table.where(row, column)}: '{times[row]}' and '{times[0]}' (row "
+            f"{table.row_numbers[0]}) differ in having a UTC offset; give every timestamp "
+            "one, or none"
+        )
+    origin = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC if aware.all() else None)
+    seconds = np.array([(stamp - origin).total_seconds() for stamp in stamps])
+    return seconds[inverse]
+
+
+def _time_features(seconds: np.ndarray, position: np.ndarray, options: ReadOptions) -> np.ndarray:
+    """float64[rows, len(options.time_features)] for rows sorted by sequence and time
+    (``position``: each row's step within its sequence): log1p of the time since the
+    previous step (0 at the first) and since the first step. The logarithm keeps a few
+    long pauses from flattening every ordinary gap once the features are scaled."""
+    gap = np.where(position == 0, 0.0, np.diff(seconds, prepend=seconds[:1]))
+    first = np.arange(len(seconds)) - position
+    derived = {"gap": np.log1p(gap), "elapsed": np.log1p(seconds - seconds[first])}
+    return np.stack([derived[kind] for kind in options.time_features], axis=1)
 
 
 def _time_keys(table: CsvTable, time_col: str) -> np.ndarray:

@@ -60,6 +60,7 @@ def cached(file: Path, options: ReadOptions, delimiter: str) -> SequenceData | N
             options.require_labels,
             options.features,
             options.ignore,
+            options.time_features,
         ]
     )
     directory = cache_dir() / "csv" / hashlib.sha256(key.encode()).hexdigest()[:32]
@@ -145,7 +146,8 @@ def _convert(file: Path, options: ReadOptions, delimiter: str, directory: Path) 
     header, rows = _rows(file, delimiter, source)
     features = 1
     if long_format:
-        features = max(1, len(value_columns(header, options, source, reserved_columns(options))))
+        columns = value_columns(header, options, source, reserved_columns(options))
+        features = max(1, len(columns) + len(options.time_features))
     partial = directory.with_name(f"{directory.name}.partial-{os.getpid()}")
     partial.mkdir(parents=True, exist_ok=True)
     try:

@@ -33,6 +33,10 @@ class ReadOptions:
         is no error (a file read later may lack the column).
       chosen_by: who chose ``features``, as messages name it: "--features", or the model
         (``preprocessing.read_options``).
+      time_features: features derived from a long CSV's time column, appended after the
+        others in this order: "gap" (log1p of the time since the sequence's previous step,
+        0 at its first) and "elapsed" (log1p of the time since its first step); times are
+        numbers, or ISO-8601 timestamps counted in seconds.
     """
 
     label_col: str = "label"
@@ -43,6 +47,7 @@ class ReadOptions:
     features: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
     chosen_by: str = "--features"
+    time_features: tuple[str, ...] = ()
 
     @property
     def selects_columns(self) -> bool:
@@ -96,6 +101,16 @@ class SequenceData:
             labels=None if self.labels is None else self.labels[index],
             ids=[self.ids[i] for i in index],
         )
+
+
+TIME_FEATURES = ("gap", "elapsed")
+# ``ReadOptions.chosen_by`` when a long CSV is read by the feature columns a model has.
+MODEL_FEATURES = "the model's feature column"
+
+
+def time_feature_name(time_col: str, kind: str) -> str:
+    """The feature name of a derived time feature: ``time:gap``."""
+    return f"{time_col}:{kind}"
 
 
 def valid_steps(lengths: np.ndarray, steps: int) -> np.ndarray:
