@@ -98,6 +98,26 @@ DATA_CASES: list[Case] = [
         "gzip-compressed",
     ),
     ("binary-csv", ["train", "{file}"], {"a.csv": b"id,x\n\x00\x01\x02"}, "NUL bytes"),
+    # --- time features
+    (
+        "unreadable-timestamp",
+        ["train", "{file}", "--time-features"],
+        {"a.csv": GOOD_LONG.replace("s2,1,", "s2,tomorrow,", 1).encode()},
+        "row 9, column 'time': 'tomorrow' is neither a number nor an ISO-8601 timestamp",
+    ),
+    (
+        "numbers-and-timestamps",
+        ["train", "{file}", "--time-features"],
+        {"a.csv": GOOD_LONG.replace("s2,1,", "s2,2024-01-01,", 1).encode()},
+        "row 9, column 'time': '2024-01-01' is a timestamp without a UTC offset, '0' (row 2) "
+        "a number",
+    ),
+    (
+        "time-features-of-npz",
+        ["train", "{file}", "--time-features"],
+        {"a.npz": _npz(X=np.zeros((4, 3, 1)), y=np.array([0, 1, 0, 1]))},
+        "time features come from a long CSV's time column",
+    ),
     ("empty", ["train", "{file}"], {"a.csv": b""}, "is empty"),
     ("header-only", ["train", "{file}"], {"a.csv": LONG_HEADER.encode()}, "no data rows"),
     # --- columns

@@ -188,8 +188,17 @@ def test_numeric_times_give_gaps_in_their_own_unit(tmp_path):
         ),
         (
             ["2024-05-01T10:00:00", "2024-05-01T10:00:05+01:00"],
-            "row 3, column 'time': '2024-05-01T10:00:05+01:00' and '2024-05-01T10:00:00' "
-            "(row 2) differ in having a UTC offset",
+            "row 3, column 'time': '2024-05-01T10:00:05+01:00' is a timestamp with a UTC "
+            "offset, '2024-05-01T10:00:00' (row 2) a timestamp without a UTC offset",
+        ),
+        (
+            ["3", "2024-05-01T10:00:00"],
+            "row 3, column 'time': '2024-05-01T10:00:00' is a "
+            "timestamp without a UTC offset, '3' (row 2) a number",
+        ),
+        (
+            ["3", "nan"],
+            "row 3, column 'time': 'nan' is neither a number nor",
         ),
     ],
 )

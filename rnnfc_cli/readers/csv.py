@@ -328,44 +328,54 @@ def reserved_columns(options: ReadOptions) -> set[str]:
 
 
 def time_seconds(table: CsvTable, time_col: str) -> np.ndarray:
-    """Each row's time, float64: numbers as they are, else ISO-8601 timestamps in seconds
-    (all with a UTC offset, or all without); anything else is an error naming the row."""
+    """Each row's time, float64: all numbers as they are, or all ISO-8601 timestamps in
+    seconds (all with a UTC offset, or all without); anything else names its row."""
     times = table.column(time_col)
     column = table.header.index(time_col)
-    try:
-        numbers = times.astype(np.float64)
-    except ValueError:
-        numbers = None
-    if numbers is not None:
-        bad = np.flatnonzero(~np.isfinite(numbers))
-        if bad.size:
-            raise BadInputError(f"{table.where(int(bad[0]), column)}: time is {times[bad[0]]}")
-        return numbers
     unique, inverse = np.unique(times, return_inverse=True)
-    stamps: list[datetime.datetime | None] = []
-    for text in unique.tolist():
-        try:
-            stamps.append(datetime.datetime.fromisoformat(text))
-        except ValueError:
-            stamps.append(None)
-    parsed = np.array([stamp is not None for stamp in stamps])
-    if not parsed.all():
-        row = int(np.flatnonzero(~parsed[inverse])[0])
+    values = [_number_or_timestamp(text) for text in unique.tolist()]
+    kinds = np.array([_time_kind(value) for value in values])
+    row_kinds = kinds[inverse]
+    if (row_kinds == "").any():
+        row = int(np.flatnonzero(row_kinds == "")[0])
         raise BadInputError(
             f"{table.where(row, column)}: '{times[row]}' is neither a number nor an ISO-8601 "
             "timestamp (2024-05-01T12:00:00, optionally with +02:00 or Z)"
         )
-    aware = np.array([stamp.tzinfo is not None for stamp in stamps])
-    if aware.any() and not aware.all():
-        row = int(np.flatnonzero(aware[inverse] != aware[inverse[0]])[0])
+    if (row_kinds != row_kinds[0]).any():
+        row = int(np.flatnonzero(row_kinds != row_kinds[0])[0])
         raise BadInputError(
-            f"{table.where(row, column)}: '{times[row]}' and '{times[0]}' (row "
-            f"{table.row_numbers[0]}) differ in having a UTC offset; give every timestamp "
-            "one, or none"
+            f"{table.where(row, column)}: '{times[row]}' is {row_kinds[row]}, '{times[0]}' "
+            f"(row {table.row_numbers[0]}) {row_kinds[0]}; give every time the same way"
         )
-    origin = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC if aware.all() else None)
-    seconds = np.array([(stamp - origin).total_seconds() for stamp in stamps])
-    return seconds[inverse]
+    if row_kinds[0] == "a number":
+        return np.array(values, dtype=np.float64)[inverse]
+    aware = row_kinds[0] == "a timestamp with a UTC offset"
+    origin = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC if aware else None)
+    return np.array([(stamp - origin).total_seconds() for stamp in values])[inverse]
+
+
+def _number_or_timestamp(text: str) -> float | datetime.datetime | None:
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        return number if np.isfinite(number) else None
+    try:
+        return datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _time_kind(value: float | datetime.datetime | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "a number"
+    if value.tzinfo is None:
+        return "a timestamp without a UTC offset"
+    return "a timestamp with a UTC offset"
 
 
 def _time_features(seconds: np.ndarray, position: np.ndarray, options: ReadOptions) -> np.ndarray:
