@@ -103,7 +103,6 @@ class SequenceData:
         )
 
 
-TIME_FEATURES = ("gap", "elapsed")
 # ``ReadOptions.chosen_by`` when a long CSV is read by the feature columns a model has.
 MODEL_FEATURES = "the model's feature column"
 
