@@ -549,7 +549,10 @@ def train(
     min_steps: Annotated[
         int,
         _training_opt(
-            "--min-steps", min=0, help="Optimizer steps always taken before early stopping."
+            "--min-steps",
+            min=0,
+            help="Optimizer steps always taken before early stopping (by the refit, when one "
+            "follows: the validation run before it stops on --patience alone).",
         ),
     ] = _TRAIN.min_steps,
     refit: Annotated[

@@ -17,21 +17,23 @@ from rnnfc_cli.callbacks import Callback
 from rnnfc_cli.config import REFIT_BELOW, TrainConfig
 from rnnfc_cli.errors import TrainingInterruptedError
 
-SETTINGS = dict(epochs=6, batch_size=8, min_steps=10, val_split=0.25, patience=3)
+# A learning rate too small to make progress: patience ends the validation run long before
+# the --min-steps floor would.
+SETTINGS = dict(epochs=20, batch_size=8, min_steps=40, val_split=0.25, patience=2, lr=1e-5)
 
 
-def _request(tiny_data, model_dir, refit, val=None) -> api.TrainRequest:
+def _request(tiny_data, model_dir, refit, val=None, **settings) -> api.TrainRequest:
     return api.TrainRequest(
         data=str(tiny_data["train_long"]),
         model_dir=model_dir,
         model_options={"hidden": 4, "dense": (4,), "conv": "4:3", "dropout": 0.0},
-        train=TrainConfig(refit=refit, **SETTINGS),
+        train=TrainConfig(refit=refit, **{**SETTINGS, **settings}),
         val=val,
     )
 
 
-def _train(tiny_data, model_dir, refit, val=None):
-    return api.train_model(_request(tiny_data, model_dir, refit, val))
+def _train(tiny_data, model_dir, refit, val=None, **settings):
+    return api.train_model(_request(tiny_data, model_dir, refit, val, **settings))
 
 
 def _params(model_dir):
@@ -39,13 +41,16 @@ def _params(model_dir):
 
 
 def test_refit_trains_again_on_all_the_data_and_keeps_the_last_weights(tiny_data, tmp_path):
-    off = _train(tiny_data, tmp_path / "off", "off")
+    # Before a refit the validation run stops on patience alone (the refit takes the
+    # --min-steps floor), so it is the run without refit and without the floor.
+    off = _train(tiny_data, tmp_path / "off", "off", min_steps=0)
     on = _train(tiny_data, tmp_path / "on", "on")
     assert off["refit_epochs"] is None
+    assert off["steps"] < SETTINGS["min_steps"]  # the floor would have kept it going
     sequences = off["train_data"]["sequences"] + off["val_data"]["sequences"]
     for_min_steps = math.ceil(SETTINGS["min_steps"] / math.ceil(sequences / 8))
-    assert on["refit_epochs"] == min(6, max(on["best_epoch"], for_min_steps))
-    # The validation run is the same; its held-out scores are what both report.
+    assert on["refit_epochs"] == min(SETTINGS["epochs"], max(on["best_epoch"], for_min_steps))
+    # The validation runs are the same; their held-out scores are what both report.
     for key in ("best_epochs", "best_val_accuracy", "best_val_loss", "epochs_run"):
         assert on[key] == off[key]
     assert on["steps"] == off["steps"] + on["refit_epochs"] * math.ceil(sequences / 8)
