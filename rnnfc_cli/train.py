@@ -80,31 +80,83 @@ class Metrics:
         return jax.tree.map(jnp.add, self, other)
 
 
-def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    """AdamW on a linear warm-up + cosine schedule, after clipping by global norm."""
-    warmup = min(config.warmup_steps, max(total_steps // 10, 1))
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=config.lr,
-        warmup_steps=warmup,
-        decay_steps=max(total_steps, warmup + 1),
-        end_value=config.lr * 0.01,
-    )
-    adamw = optax.adamw(schedule, weight_decay=config.weight_decay)
+class TrainState(train_state.TrainState):
+    """Flax's train state plus the learning-rate schedule as numbers (see
+    ``learning_rate``)."""
+
+    schedule: jax.Array  # float32[4]: peak rate, warm-up steps, total steps, final rate
+
+
+@functools.cache
+def make_optimizer(clipped: bool) -> optax.GradientTransformation:
+    """AdamW, after clipping by global norm when ``clipped``, with its rate, weight decay
+    and clipping norm as state (``optax.inject_hyperparams``; ``create_train_state`` sets
+    them, ``train_step`` sets the rate of each step from ``TrainState.schedule``).
+
+    No setting and no training length is a constant of the compiled step, and there is
+    one optimizer object per structure, so the refit, a resumed run and another training
+    of the same model on other data reuse the step compiled first."""
+    if clipped:
+
+        def clipped_adamw(learning_rate, weight_decay, clip_norm):
+            return optax.chain(
+                optax.clip_by_global_norm(clip_norm),
+                optax.adamw(learning_rate, weight_decay=weight_decay),
+            )
+
+        return optax.inject_hyperparams(clipped_adamw)(0.0, 0.0, 0.0)
+    return optax.inject_hyperparams(optax.adamw)(0.0, weight_decay=0.0)
+
+
+def _hyperparameters(config: TrainConfig) -> dict[str, np.ndarray]:
+    """The values of ``make_optimizer``'s state; the rate is set at each step."""
+    values = {"learning_rate": 0.0, "weight_decay": config.weight_decay}
     if config.clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(config.clip_norm), adamw)
-    return adamw
+        values["clip_norm"] = config.clip_norm
+    return {name: np.float32(value) for name, value in values.items()}
+
+
+def schedule_numbers(config: TrainConfig, total_steps: int) -> np.ndarray:
+    """``TrainState.schedule`` for ``total_steps`` optimizer steps: a linear warm-up of
+    at most a tenth of them, then a cosine decay to 1 % of the peak rate."""
+    warmup = min(config.warmup_steps, max(total_steps // 10, 1))
+    total = max(total_steps, warmup + 1)
+    return np.array([config.lr, warmup, total, config.lr * 0.01], np.float32)
+
+
+def learning_rate(step: jax.Array, schedule: jax.Array) -> jax.Array:
+    """The rate of optimizer step ``step`` (0 for the first): optax's
+    ``warmup_cosine_decay_schedule`` with its lengths read from ``schedule`` at run time,
+    where optax's own schedules would make them constants of the compiled step (a refit of
+    the default model on the bundled motion data compiled 13 s more for that)."""
+    peak, warmup, total, final = schedule[0], schedule[1], schedule[2], schedule[3]
+    step = step.astype(jnp.float32)
+    warming = peak * step / jnp.maximum(warmup, 1.0)
+    progress = jnp.clip((step - warmup) / (total - warmup), 0.0, 1.0)
+    decaying = final + (peak - final) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+    return jnp.where(step < warmup, warming, decaying)
+
+
+def _with_rate(opt_state: Any, rate: jax.Array) -> Any:
+    """``opt_state`` (of ``make_optimizer``) with its learning rate set to ``rate``."""
+    return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": rate})
 
 
 def create_train_state(
     model: SequenceClassifier, config: TrainConfig, total_steps: int
-) -> train_state.TrainState:
+) -> TrainState:
     """Stacked train state of ``config.ensemble`` members (leading axis on every leaf)."""
-    tx = make_optimizer(config, total_steps)
+    tx = make_optimizer(config.clip_norm > 0)
     params = init_params(model, member_keys(config.seed, config.ensemble))
-    return jax.jit(
-        jax.vmap(lambda p: train_state.TrainState.create(apply_fn=model.apply, params=p, tx=tx))
-    )(params)
+
+    def create(member_params, schedule, hyperparams):
+        state = TrainState.create(
+            apply_fn=model.apply, params=member_params, tx=tx, schedule=schedule
+        )
+        return state.replace(opt_state=state.opt_state._replace(hyperparams=hyperparams))
+
+    numbers = (schedule_numbers(config, total_steps), _hyperparameters(config))
+    return jax.jit(jax.vmap(create, in_axes=(0, None, None)))(params, *numbers)
 
 
 def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray:
@@ -135,13 +187,13 @@ def weighted_loss_sums(
 
 
 def train_step(
-    state: train_state.TrainState,
+    state: TrainState,
     batch: Batch,
     key: jax.Array,
     weights_by_class: jax.Array,
     label_smoothing: float = 0.0,
     axis_name: str | None = None,
-) -> tuple[train_state.TrainState, Metrics]:
+) -> tuple[TrainState, Metrics]:
     """One optimizer step of one ensemble member on ``batch``: loss_sum / count of
     ``weighted_loss_sums``.
 
@@ -174,6 +226,8 @@ def train_step(
         grads, metrics = jax.lax.psum((grads, metrics), axis_name)
     scale = 1.0 / jnp.maximum(metrics.count, 1.0)
     grads = jax.tree.map(lambda g: g * scale, grads)
+    rate = learning_rate(state.step, state.schedule)
+    state = state.replace(opt_state=_with_rate(state.opt_state, rate))
     state = state.apply_gradients(grads=grads)
     return state.replace(params=with_running_statistics(state.params, statistics)), metrics
 
@@ -192,7 +246,7 @@ def make_ensemble_step(
     weights_by_class: np.ndarray,
     label_smoothing: float,
     shardings: tuple[NamedSharding, NamedSharding] | None = None,
-) -> Callable[[train_state.TrainState, Batch, jax.Array], tuple[train_state.TrainState, Metrics]]:
+) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
     """The compiled step for stacked states: every member, the same batch, its own key.
 
     With ``shardings`` (from ``batch_sharding``), the batch arrives split over the
@@ -308,7 +362,7 @@ class TrainSnapshot:
       train_seconds: training time spent before this snapshot.
     """
 
-    state: train_state.TrainState
+    state: TrainState
     best_params: Any | None
     epoch: int
     batches_done: int
@@ -347,7 +401,7 @@ class TrainSnapshot:
 
     @classmethod
     def restore(
-        cls, template: train_state.TrainState, arrays: dict[str, Any], progress: dict[str, Any]
+        cls, template: TrainState, arrays: dict[str, Any], progress: dict[str, Any]
     ) -> TrainSnapshot:
         """Inverse of ``arrays``/``progress``; ``template`` gives the state's structure."""
         from flax import serialization
@@ -571,7 +625,7 @@ def fit(
     val: ArraySet,
     callbacks: Callback,
     *,
-    resume: Callable[[train_state.TrainState], TrainSnapshot | None] | None = None,
+    resume: Callable[[TrainState], TrainSnapshot | None] | None = None,
     checkpoint_every: float = CHECKPOINT_EVERY_SECONDS,
     stop: threading.Event | None = None,
     keep_last: bool = False,

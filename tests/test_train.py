@@ -20,7 +20,9 @@ from rnnfc_cli.train import (
     class_weights,
     create_train_state,
     fit,
+    learning_rate,
     make_ensemble_step,
+    schedule_numbers,
     weighted_loss_sums,
 )
 
@@ -72,6 +74,31 @@ def test_one_step_changes_every_parameter_of_every_member():
     )
     assert all(jax.tree.leaves(moved)), moved
     assert metrics.count.tolist() == [8, 8]
+
+
+@pytest.mark.parametrize("total, warmup", [(1000, 50), (30, 50), (7, 0), (1, 50)])
+def test_the_learning_rate_is_optaxs_warmup_cosine_schedule(total, warmup):
+    config = TrainConfig(lr=3e-3, warmup_steps=warmup)
+    schedule = schedule_numbers(config, total)
+    optax_schedule = optax.warmup_cosine_decay_schedule(
+        0.0, 3e-3, int(schedule[1]), int(schedule[2]), end_value=3e-5
+    )
+    steps = np.arange(total + 3)
+    ours = jax.vmap(learning_rate, in_axes=(0, None))(steps, schedule)
+    np.testing.assert_allclose(ours, optax_schedule(steps), rtol=1e-5, atol=1e-9)
+
+
+def test_one_compiled_step_serves_every_length_and_rate_of_training():
+    """The schedule, rate, weight decay and clipping norm are state, not constants of the
+    compiled step: a refit or another training of the same model compiles nothing."""
+    step = make_ensemble_step(np.ones(2, np.float32), 0.0)
+    batch, keys = _batch(_arrays(8)), member_keys(0, 1)
+    for config, total in [(TrainConfig(), 10), (TrainConfig(lr=0.1, weight_decay=0.5), 5000)]:
+        state = create_train_state(MODEL, config, total)
+        for _ in range(2):
+            state, metrics = step(state, batch, keys)
+        assert np.isfinite(metrics.loss_sum).all()
+    assert step._cache_size() == 1
 
 
 def test_padding_rows_carry_no_weight():
