@@ -25,6 +25,13 @@ from rnnfc_cli.parallel import (
 )
 
 PREDICT_BATCH = 256
+# Batches are padded up to a few sizes (rows to a power of two, steps to a multiple of an
+# eighth of theirs) so that predicting 100 sequences and then 101, or files whose longest
+# sequence differs by a step, run one compiled program (from the compilation cache in a
+# later process) instead of compiling each. Padding never changes a prediction; past 64
+# steps it adds at most an eighth.
+MIN_COMPILED_ROWS = 8
+MIN_STEP_GRAIN = 8
 
 ProbaFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 
@@ -62,6 +69,20 @@ def make_proba_fn(model: SequenceClassifier) -> ProbaFn:
     return proba_fn
 
 
+def compiled_rows(n: int, batch_size: int) -> int:
+    """Rows of each compiled batch for ``n`` sequences: ``n`` rounded up to a power of
+    two (at least ``MIN_COMPILED_ROWS``), at most ``batch_size``."""
+    return min(batch_size, max(MIN_COMPILED_ROWS, 1 << (n - 1).bit_length()))
+
+
+def compiled_steps(steps: int) -> int:
+    """Time steps of each compiled batch for sequences up to ``steps`` long: ``steps``
+    rounded up to a multiple of an eighth of its power of two (at least
+    ``MIN_STEP_GRAIN``)."""
+    grain = max(MIN_STEP_GRAIN, 1 << max(steps.bit_length() - 4, 0))
+    return -(-steps // grain) * grain
+
+
 def member_proba(
     proba_fn: ProbaFn,
     params: Any,
@@ -71,32 +92,32 @@ def member_proba(
     devices: list[jax.Device] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """Each member's class probabilities, float64[members, n, classes], in fixed batches
-    split over ``devices`` (default: as many local devices as split a batch evenly).
+    """Each member's class probabilities, float64[members, n, classes], in batches padded
+    to ``compiled_rows`` x ``compiled_steps`` and split over ``devices`` (default: as many
+    local devices as split a batch evenly).
 
     ``on_batch(rows)`` is called as each batch finishes, for progress displays; the
     batches in flight are then bounded (``parallel.InFlight``), so that it reports what
     is done.
     """
-    n = len(inputs)
+    n, steps = inputs.shape[:2]
     devices = devices or data_devices(0, batch_size, n)
     shardings = batch_sharding(devices)
-    batch_size = device_batch_size(batch_size, n, devices)
+    batch_size = compiled_rows(n, batch_size)
+    batch_size = device_batch_size(batch_size, batch_size, devices)
     if shardings is not None:
         params = place(params, shardings[1])
     chunks = []
     in_flight = None if on_batch is None else InFlight()
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        pad = batch_size - (stop - start)
-        batch_inputs = inputs[start:stop]
-        batch_lengths = lengths[start:stop]
-        if pad:
-            batch_inputs = np.concatenate(
-                [batch_inputs, np.zeros((pad, *inputs.shape[1:]), inputs.dtype)]
-            )
-            batch_lengths = np.concatenate([batch_lengths, np.ones(pad, lengths.dtype)])
-        batch = (batch_inputs, batch_lengths.astype(np.int32))
+        batch_inputs = np.zeros(
+            (batch_size, compiled_steps(steps), *inputs.shape[2:]), inputs.dtype
+        )
+        batch_inputs[: stop - start, :steps] = inputs[start:stop]
+        batch_lengths = np.ones(batch_size, np.int32)  # padding rows: one step of zeros
+        batch_lengths[: stop - start] = lengths[start:stop]
+        batch = (batch_inputs, batch_lengths)
         if shardings is not None:
             batch = jax.device_put(batch, shardings[0])
         chunks.append(proba_fn(params, *batch))
