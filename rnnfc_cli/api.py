@@ -149,7 +149,8 @@ def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dic
     model = models.build_model(model_config)
     if jax.process_count() > 1 and request.resume:
         raise BadInputError("--resume: not supported in a multi-process run yet")
-    writer = _open_writer(request, _run_key(model_config, request.train, train_arrays, val_arrays))
+    run_key = _run_key(model_config, request.train, train.STATE_LAYOUT, train_arrays, val_arrays)
+    writer = _open_writer(request, run_key)
     with writer:
         writer.write_settings(model_config, request.train, prep)
         for name, content in request.extra_files.items():
@@ -255,10 +256,12 @@ def _open_writer(request: TrainRequest, run_key: str):
     return writer
 
 
-def _run_key(model: ModelConfig, config: TrainConfig, *arrays: Any) -> str:
-    """A digest of what decides a run's numbers: settings (bar the device count) and data."""
+def _run_key(model: ModelConfig, config: TrainConfig, layout: int, *arrays: Any) -> str:
+    """A digest of what decides a run's numbers and the form of its snapshots: settings
+    (bar the device count), the train state's layout and the data."""
     digest = hashlib.blake2b(digest_size=16)
     settings = {"model": model.to_dict(), "train": {**config.to_dict(), "devices": None}}
+    settings["state_layout"] = layout
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for array_set in arrays:
         for block, _ in blocks(array_set.inputs, array_set.lengths):

@@ -117,8 +117,8 @@ class ModelDirWriter:
                 if run.get("run_key") != run_key:
                     raise ModelDirError(
                         f"{self.target}: --resume: the data or settings differ from those of "
-                        f"the interrupted run in {self.staging}; resume with the same ones, or "
-                        "start over with --force"
+                        f"the interrupted run in {self.staging} (or another version of rnnfc "
+                        "saved it); resume with the same ones, or start over with --force"
                     )
                 _check_target(target, force or bool(run.get("force")))
             else:

@@ -80,6 +80,13 @@ class Metrics:
         return jax.tree.map(jnp.add, self, other)
 
 
+# The layout of ``TrainState`` (and so of its snapshots), part of a run's key: a run
+# interrupted under another layout is refused on --resume with a clear message instead of
+# failing to restore. 2: the schedule in the state, the optimizer's settings as its
+# hyperparameters.
+STATE_LAYOUT = 2
+
+
 class TrainState(train_state.TrainState):
     """Flax's train state plus the learning-rate schedule as numbers (see
     ``learning_rate``)."""

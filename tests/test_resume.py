@@ -14,6 +14,7 @@ import pytest
 from conftest import TINY_MODEL
 
 from rnnfc_cli import api, checkpoint
+from rnnfc_cli import train as rnnfc_train
 from rnnfc_cli.callbacks import Callback
 from rnnfc_cli.config import TrainConfig
 from rnnfc_cli.errors import ModelDirError, SaveFailedError, TrainingInterruptedError
@@ -100,7 +101,9 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
     assert not (model_dir / checkpoint.TRAIN_STATE_DIR).exists()
 
 
-def test_a_saved_run_is_neither_overwritten_nor_resumed_by_accident(tiny_data, tmp_path):
+def test_a_saved_run_is_neither_overwritten_nor_resumed_by_accident(
+    tiny_data, tmp_path, monkeypatch
+):
     model_dir = tmp_path / "m"
     stop = threading.Event()
     with pytest.raises(TrainingInterruptedError):
@@ -109,6 +112,10 @@ def test_a_saved_run_is_neither_overwritten_nor_resumed_by_accident(tiny_data, t
         api.train_model(_request(tiny_data, model_dir))
     with pytest.raises(ModelDirError, match="data or settings differ"):
         api.train_model(_request(tiny_data, model_dir, resume=True, train={"lr": 3e-3}))
+    with monkeypatch.context() as patched:  # snapshots of another train-state layout
+        patched.setattr(rnnfc_train, "STATE_LAYOUT", rnnfc_train.STATE_LAYOUT + 1)
+        with pytest.raises(ModelDirError, match="another version of rnnfc saved it"):
+            api.train_model(_request(tiny_data, model_dir, resume=True))
     with pytest.raises(ModelDirError, match="data or settings differ"):
         other = {"data": str(tiny_data["train_wide"])}
         api.train_model(
