@@ -145,7 +145,9 @@ class TrainConfig(_Serializable):
       seed: the one seed every random choice derives from.
       patience: epochs without a better validation score before stopping.
       min_steps: optimizer steps always taken before early stopping may fire, so that
-        tiny datasets (one or two batches per epoch) are not stopped near chance.
+        tiny datasets (one or two batches per epoch) are not stopped near chance. When a
+        refit follows, the refit takes them and the validation run before it stops on
+        ``patience`` alone (``api._validation_run``).
       val_split: fraction of the training data held out (stratified) when no
         validation file is given.
       label_smoothing: mass moved from the true class to a uniform distribution.
