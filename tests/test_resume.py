@@ -175,11 +175,11 @@ class FillAfterFirstSnapshot(Callback):
     def on_snapshot(self, snapshot):
         if filler.exists():
             return
-        with filler.open("wb") as handle:
+        # Unbuffered: a buffered writer would try the rejected bytes again on close.
+        with filler.open("wb", buffering=0) as handle:
             try:
                 while True:
                     handle.write(bytes(1 << 16))
-                    handle.flush()
             except OSError as err:
                 assert err.errno == errno.ENOSPC
 
