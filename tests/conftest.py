@@ -37,10 +37,11 @@ jax.config.update("jax_default_matmul_precision", "highest")
 runtime.configure_jax()
 
 TINY_MODEL = {"hidden": 8, "dense": (8,), "dropout": 0.0}
-# The same tiny model through the command line, quiet; the refit off (tested in test_refit.py,
-# elsewhere it would double the compiles).
+# A tiny model through the command line, quiet; the refit off (tested in test_refit.py,
+# elsewhere it would double the compiles); one small conv block, not the default three
+# (which compile 2 s longer on every program, where only the plumbing is under test).
 TINY_FLAGS = ["--hidden", "8", "--dense", "8", "--epochs", "2", "--batch-size", "8"]
-TINY_FLAGS += ["--refit", "off", "-q"]
+TINY_FLAGS += ["--conv", "4:3", "--refit", "off", "-q"]
 XLA_FLAGS_AS_GIVEN = os.environ["RNNFC_TEST_XLA_FLAGS_AS_GIVEN"]
 XLA_DEFAULTS = os.environ.get("RNNFC_TEST_XLA_DEFAULTS") == "1"
 

@@ -339,7 +339,7 @@ def signals_at(monkeypatch):
         signal.signal(number, handler)
 
 
-CLI_FLAGS = ["--hidden", "8", "--dense", "8", "--batch-size", "8", "--epochs", "3"]
+CLI_FLAGS = ["--hidden", "8", "--dense", "8", "--batch-size", "8", "--epochs", "3", "--conv", "4:3"]
 CLI_FLAGS += ["--patience", "100", "--min-steps", "0", "--checkpoint-every", "60"]
 
 
