@@ -26,6 +26,7 @@ from rnnfc_cli.config import REFIT_BELOW, ModelConfig, TrainConfig
 from rnnfc_cli.errors import BadInputError, ModelDirError, RnnfcError
 from rnnfc_cli.lazy import blocks
 from rnnfc_cli.metrics import Report, classification_report
+from rnnfc_cli.settings import RunSettings
 
 if TYPE_CHECKING:
     from rnnfc_cli.train import EpochRecord, TrainSnapshot
@@ -67,6 +68,21 @@ class TrainRequest:
     resume: bool = False
     checkpoint_every: float = 5.0
     stop: threading.Event | None = None
+
+    @classmethod
+    def from_settings(cls, settings: RunSettings, **where: Any) -> TrainRequest:
+        """The request for a run's settings (as ``rnnfc train`` takes them), which go to
+        the model directory's ``config.toml`` too; ``where`` gives the other fields
+        (data, model_dir, force, resume, ...)."""
+        return cls(
+            model_options=settings.model_options(),
+            train=settings.train_config(),
+            read=settings.read_options(),
+            val=settings.val,
+            normalize=settings.normalize,
+            extra_files={"config.toml": settings.to_toml()},
+            **where,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +126,6 @@ def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dic
     Returns:
       The training summary (also saved as ``summary.json``).
     """
-    _check_train_config(request.train)
     full = readers.read_sequences(request.data, request.read)
     if request.val is not None:
         train_data, val_data = full, readers.read_sequences(request.val, request.read)
@@ -331,11 +346,6 @@ def _refit_epochs(config: TrainConfig, result: Any, sequences: int) -> int:
     steps_per_epoch = -(-sequences // config.batch_size)
     for_min_steps = -(-config.min_steps // steps_per_epoch)
     return min(config.epochs, max(max(result.best_epochs), for_min_steps))
-
-
-def _check_train_config(config: TrainConfig) -> None:
-    if not 0.0 < config.val_split < 1.0:
-        raise BadInputError(f"--val-split {config.val_split}: must be between 0 and 1")
 
 
 def _labels_of(sequences: readers.SequenceData) -> np.ndarray:

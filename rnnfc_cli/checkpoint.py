@@ -12,6 +12,9 @@ Layout::
 
     MODEL_DIR/
       config.json         format version, rnnfc version, model and training settings
+                          (as the library uses them: ``ModelConfig``, ``TrainConfig``)
+      config.toml         the run's settings as ``rnnfc train`` took them
+                          (``settings.RunSettings``; ``--config`` reads it back)
       preprocessing.json  label vocabulary, feature scaling, input schema
       checkpoints/        Orbax CheckpointManager directory holding the best parameters
                           (one checkpoint, numbered by the best epoch)

@@ -13,7 +13,6 @@ import csv
 import dataclasses
 import datetime
 import functools
-import inspect
 import io
 import json
 import os
@@ -33,7 +32,6 @@ from rnnfc_cli import __version__
 from rnnfc_cli.config import (
     CELLS,
     CLASS_WEIGHTS,
-    DEFAULT_CONV,
     EPOCHS,
     MONITORS,
     NORMALIZATIONS,
@@ -41,9 +39,7 @@ from rnnfc_cli.config import (
     PRECISIONS,
     REFIT_BELOW,
     REFITS,
-    ModelConfig,
-    TrainConfig,
-    parse_conv,
+    check_choice,
 )
 from rnnfc_cli.errors import (
     EXIT_BAD_INPUT,
@@ -55,6 +51,7 @@ from rnnfc_cli.errors import (
     TrainingDivergedError,
     TrainingInterruptedError,
 )
+from rnnfc_cli.settings import RunSettings, read_options
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok, 1 gate failed, training diverged, a save failed (e.g. a full disk), an "
@@ -72,8 +69,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-_TRAIN = TrainConfig()
-_MODEL = ModelConfig(num_features=1, num_classes=2)
+# The defaults of ``train``'s run settings (class attributes: nothing is checked or built).
+_RUN = RunSettings
 
 
 def _version_callback(value: bool) -> None:
@@ -165,64 +162,6 @@ LabelsFile = Annotated[
 ]
 
 
-def _read_options(
-    label_col: str,
-    id_col: str,
-    time_col: str,
-    labels: str | None,
-    features: str | None = None,
-    ignore: str | None = None,
-    time_features: tuple[str, ...] = (),
-):
-    from rnnfc_cli.readers import ReadOptions
-
-    return ReadOptions(
-        label_col=label_col,
-        id_col=id_col,
-        time_col=time_col,
-        labels_file=labels,
-        features=_column_patterns("--features", features),
-        ignore=_column_patterns("--ignore", ignore),
-        time_features=time_features,
-    )
-
-
-def _time_features(gap: bool, elapsed: bool) -> tuple[str, ...]:
-    if elapsed and not gap:
-        raise BadInputError("--elapsed-time: add --time-features too")
-    return ("gap", "elapsed")[: gap + elapsed]
-
-
-def _column_patterns(option: str, text: str | None) -> tuple[str, ...]:
-    """``"a, b*"`` -> ("a", "b*"); an empty pattern is a usage error."""
-    if text is None:
-        return ()
-    patterns = tuple(part.strip() for part in text.split(","))
-    if not all(patterns):
-        raise BadInputError(
-            f"{option} '{text}': expected column names or patterns joined by commas"
-        )
-    return patterns
-
-
-def _parse_dense(text: str) -> tuple[int, ...]:
-    if text.strip().lower() in ("", "none", "0"):
-        return ()
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise BadInputError(f"--dense '{text}': expected sizes like 128,64 (or 'none')") from None
-    if any(size < 1 for size in sizes):
-        raise BadInputError(f"--dense '{text}': every size must be at least 1")
-    return sizes
-
-
-def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise BadInputError(f"{option} '{value}': choose one of {', '.join(choices)}")
-    return value
-
-
 def _command(name: str | None = None) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Register a command whose ``RnnfcError`` becomes one stderr line and its exit code."""
 
@@ -255,76 +194,6 @@ def _print_json(data: Any) -> None:
 # --- commands ------------------------------------------------------------------------------
 
 
-def _parse_auto(option: str, text: str, most: int, what: str = "a number of steps") -> int:
-    """``--patch``/``--downsample``/``--epochs``: a number from 1 to ``most``, or "auto"
-    (0)."""
-    if text == "auto":
-        return 0
-    try:
-        size = int(text)
-    except ValueError:
-        raise BadInputError(f"{option} '{text}': expected 'auto' or {what}") from None
-    if not 1 <= size <= most:
-        raise BadInputError(f"{option} {size}: must be between 1 and {most}")
-    return size
-
-
-def _parse_conv(text: str) -> str:
-    """``--conv``: "channels:kernel" blocks joined by commas, or "none"."""
-    try:
-        blocks = parse_conv(text)
-    except ValueError:
-        raise BadInputError(
-            f"--conv '{text}': expected channels:kernel blocks like 64:8,128:5 (or 'none')"
-        ) from None
-    for channels, kernel in blocks:
-        if not (1 <= channels <= 4096 and 1 <= kernel <= 1024):
-            raise BadInputError(
-                f"--conv '{channels}:{kernel}': channels must be 1 to 4096 and the kernel "
-                "1 to 1024 steps"
-            )
-    return ",".join(f"{channels}:{kernel}" for channels, kernel in blocks)
-
-
-def _parse_pool(text: str) -> str:
-    methods = [part.strip() for part in text.split(",")]
-    for method in methods:
-        _check_choice("--pool", method, POOLS)
-    if len(set(methods)) != len(methods):
-        raise BadInputError(f"--pool '{text}': each method at most once")
-    return ",".join(methods)
-
-
-def _check_range(option: str, value: float, low: float, high: float, closed_high: bool) -> None:
-    ok = low <= value <= high if closed_high else low <= value < high
-    if not ok:
-        bracket = "]" if closed_high else ")"
-        raise BadInputError(f"{option} {value}: must be in [{low}, {high}{bracket}")
-
-
-# Train options that describe a run (saved to MODEL_DIR/config.toml), as opposed to where
-# its output goes and how it is shown.
-_NOT_SETTINGS = {
-    "ctx",
-    "data",
-    "model_dir",
-    "force",
-    "json_output",
-    "quiet",
-    "verbose",
-    "tensorboard",
-    "config",
-    "resume",
-    "checkpoint_every",
-    "coordinator",
-    "num_processes",
-    "process_id",
-}
-# Settings a resumed run may change: they do not decide its numbers (devices barely do).
-_RESUME_MAY_CHANGE = {"devices"}
-_RUN_SETTINGS: set[str] = set()  # filled below, from the train command's signature
-
-
 def _load_train_config(ctx: typer.Context, path: Path | None) -> Path | None:
     """Read a TOML file into the defaults of ``train``'s options (flags still win)."""
     if path is None:
@@ -337,22 +206,9 @@ def _load_train_config(ctx: typer.Context, path: Path | None) -> Path | None:
         raise BadInputError(f"--config {path}: cannot read ({err.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise BadInputError(f"--config {path}: not valid TOML ({err})") from None
-    defaults = {}
-    for key, value in settings.items():
-        name = key.replace("-", "_")
-        if name not in _RUN_SETTINGS:
-            raise BadInputError(f"--config {path}: unknown setting '{key}'")
-        if isinstance(value, list):
-            value = ",".join(str(item) for item in value)
-        defaults[name] = value
+    defaults = RunSettings.named(settings, f"--config {path}")
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return path
-
-
-def _settings_toml(settings: dict[str, Any]) -> bytes:
-    import tomli_w
-
-    return tomli_w.dumps(settings).encode()
 
 
 @_command()
@@ -367,19 +223,19 @@ def train(
     val: Annotated[
         str | None,
         _data_opt("--val", help="Validation data file (else --val-split of DATA is held out)."),
-    ] = None,
+    ] = _RUN.val,
     val_split: Annotated[
         float,
         _data_opt(
             "--val-split", help="Fraction of DATA held out for validation, stratified by class."
         ),
-    ] = _TRAIN.val_split,
-    label_col: LabelCol = "label",
-    id_col: IdCol = "id",
-    time_col: TimeCol = "time",
-    labels: LabelsFile = None,
-    features: FeatureCols = None,
-    ignore: IgnoreCols = None,
+    ] = _RUN.val_split,
+    label_col: LabelCol = _RUN.label_col,
+    id_col: IdCol = _RUN.id_col,
+    time_col: TimeCol = _RUN.time_col,
+    labels: LabelsFile = _RUN.labels,
+    features: FeatureCols = _RUN.features,
+    ignore: IgnoreCols = _RUN.ignore,
     time_features: Annotated[
         bool,
         _data_opt(
@@ -387,14 +243,14 @@ def train(
             help="Add per step the time since the previous step (log1p), from the long CSV's "
             "time column (numbers or ISO-8601 timestamps).",
         ),
-    ] = False,
+    ] = _RUN.time_features,
     elapsed_time: Annotated[
         bool,
         _data_opt(
             "--elapsed-time",
             help="With --time-features, add the time since the sequence's first step too.",
         ),
-    ] = False,
+    ] = _RUN.elapsed_time,
     normalize: Annotated[
         str,
         _data_opt(
@@ -402,13 +258,13 @@ def train(
             help=f"Input scaling: {'|'.join(NORMALIZATIONS)} (per feature, or per sequence; "
             "auto: per sequence when amplitudes span over 100x across sequences).",
         ),
-    ] = "auto",
+    ] = _RUN.normalize,
     cell: Annotated[
         str, _model_opt("--cell", help=f"Recurrent cell: {'|'.join(CELLS)}.")
-    ] = _MODEL.cell,
+    ] = _RUN.cell,
     hidden: Annotated[
         int, _model_opt("--hidden", min=1, max=8192, help="Recurrent state size.")
-    ] = _MODEL.hidden,
+    ] = _RUN.hidden,
     layers: Annotated[
         int,
         _model_opt(
@@ -417,46 +273,46 @@ def train(
             max=16,
             help="Stacked recurrent layers (0: none, the conv front end's skip path alone).",
         ),
-    ] = _MODEL.layers,
+    ] = _RUN.layers,
     bidirectional: Annotated[
         bool,
         _model_opt(
             "--bidirectional/--unidirectional",
             help="Add a backward pass over each sequence's valid steps.",
         ),
-    ] = _MODEL.bidirectional,
+    ] = _RUN.bidirectional,
     pool: Annotated[
         str,
         _model_opt(
             "--pool",
             help=f"Per-step states to one vector: {'|'.join(POOLS)}, or several (last,mean).",
         ),
-    ] = _MODEL.pool,
+    ] = _RUN.pool,
     dense: Annotated[
         str,
         _model_opt(
             "--dense", help="Hidden Dense layer sizes of the head, e.g. 128,64 ('none' for none)."
         ),
-    ] = ",".join(map(str, _MODEL.dense)),
+    ] = _RUN.dense,
     dropout: Annotated[
         float,
         _model_opt(
             "--dropout", help="Dropout between recurrent layers and in the head, in [0, 1)."
         ),
-    ] = _MODEL.dropout,
+    ] = _RUN.dropout,
     layer_norm: Annotated[
         bool,
         _model_opt(
             "--layer-norm/--no-layer-norm", help="Layer normalisation after each recurrent layer."
         ),
-    ] = _MODEL.layer_norm,
+    ] = _RUN.layer_norm,
     patch: Annotated[
         str,
         _model_opt(
             "--patch",
             help="Fold K steps into one recurrent step ('auto': from the training lengths).",
         ),
-    ] = "auto",
+    ] = _RUN.patch,
     conv: Annotated[
         str,
         _model_opt(
@@ -464,7 +320,7 @@ def train(
             help="Convolutional front end before the recurrent layers: channels:kernel blocks "
             "(conv, batch norm over valid steps, ReLU), or 'none'.",
         ),
-    ] = DEFAULT_CONV,
+    ] = _RUN.conv,
     downsample: Annotated[
         str,
         _model_opt(
@@ -472,14 +328,14 @@ def train(
             help="Max-pool the conv features over K steps before the recurrent layers "
             "('auto': from the training lengths).",
         ),
-    ] = "auto",
+    ] = _RUN.downsample,
     skip: Annotated[
         bool,
         _model_opt(
             "--skip/--no-skip",
             help="Join the conv features' average over valid steps with the recurrent states.",
         ),
-    ] = _MODEL.skip,
+    ] = _RUN.skip,
     branch_dropout: Annotated[
         float,
         _model_opt(
@@ -487,7 +343,7 @@ def train(
             help="Share of training examples whose recurrent states are dropped whole "
             "(with the conv skip path), in [0, 1).",
         ),
-    ] = _MODEL.branch_dropout,
+    ] = _RUN.branch_dropout,
     precision: Annotated[
         str,
         _model_opt(
@@ -495,7 +351,7 @@ def train(
             help=f"Matrix-product inputs: {'|'.join(PRECISIONS)} (bf16: float32 parameters and "
             "sums, bfloat16 inputs; faster where the hardware multiplies bf16).",
         ),
-    ] = _MODEL.precision,
+    ] = _RUN.precision,
     epochs: Annotated[
         str,
         _training_opt(
@@ -503,49 +359,49 @@ def train(
             help=f"Maximum number of epochs ('auto': {EPOCHS}, or enough for --min-steps "
             "optimizer steps when that is more).",
         ),
-    ] = "auto",
+    ] = _RUN.epochs,
     batch_size: Annotated[
         int, _training_opt("--batch-size", min=1, max=65536, help="Sequences per optimizer step.")
-    ] = _TRAIN.batch_size,
+    ] = _RUN.batch_size,
     lr: Annotated[
         float,
         _training_opt("--lr", help="Peak learning rate of AdamW (linear warm-up, cosine decay)."),
-    ] = _TRAIN.lr,
+    ] = _RUN.lr,
     weight_decay: Annotated[
         float, _training_opt("--weight-decay", min=0.0, help="AdamW decoupled weight decay.")
-    ] = _TRAIN.weight_decay,
+    ] = _RUN.weight_decay,
     warmup: Annotated[
         int,
         _training_opt(
             "--warmup", min=0, help="Warm-up optimizer steps (at most a tenth of all steps)."
         ),
-    ] = _TRAIN.warmup_steps,
+    ] = _RUN.warmup,
     clip_norm: Annotated[
         float,
         _training_opt(
             "--clip-norm", min=0.0, help="Clip gradients to this global norm; 0 turns clipping off."
         ),
-    ] = _TRAIN.clip_norm,
+    ] = _RUN.clip_norm,
     label_smoothing: Annotated[
         float, _training_opt("--label-smoothing", help="Label smoothing, in [0, 1).")
-    ] = _TRAIN.label_smoothing,
+    ] = _RUN.label_smoothing,
     class_weight: Annotated[
         str,
         _training_opt("--class-weight", help=f"Loss weights per class: {'|'.join(CLASS_WEIGHTS)}."),
-    ] = _TRAIN.class_weight,
+    ] = _RUN.class_weight,
     monitor: Annotated[
         str,
         _training_opt(
             "--monitor",
             help=f"Validation metric for the best epoch and early stopping: {'|'.join(MONITORS)}.",
         ),
-    ] = _TRAIN.monitor,
+    ] = _RUN.monitor,
     patience: Annotated[
         int,
         _training_opt(
             "--patience", min=1, help="Epochs without progress on --monitor before stopping."
         ),
-    ] = _TRAIN.patience,
+    ] = _RUN.patience,
     min_steps: Annotated[
         int,
         _training_opt(
@@ -554,7 +410,7 @@ def train(
             help="Optimizer steps always taken before early stopping (by the refit, when one "
             "follows: the validation run before it stops on --patience alone).",
         ),
-    ] = _TRAIN.min_steps,
+    ] = _RUN.min_steps,
     refit: Annotated[
         str,
         _training_opt(
@@ -563,13 +419,13 @@ def train(
             f"for the epochs it chose (auto: when fewer than {REFIT_BELOW} sequences were held "
             "out; not with --val).",
         ),
-    ] = _TRAIN.refit,
+    ] = _RUN.refit,
     seed: Annotated[
         int,
         _training_opt(
             "--seed", min=0, help="Seed for initialisation, shuffling, dropout and the split."
         ),
-    ] = _TRAIN.seed,
+    ] = _RUN.seed,
     seeds: Annotated[
         int,
         _training_opt(
@@ -578,14 +434,14 @@ def train(
             max=64,
             help="Train this many models at once (seeds SEED, SEED+1, ...) as an ensemble.",
         ),
-    ] = _TRAIN.ensemble,
+    ] = _RUN.seeds,
     buckets: Annotated[
         bool,
         _training_opt(
             "--buckets/--no-buckets",
             help="Batch sequences of similar length (>= 1024 sequences, >= 30% less padding).",
         ),
-    ] = _TRAIN.length_buckets,
+    ] = _RUN.buckets,
     model_dir: Annotated[
         Path, _output_opt("--model-dir", "-m", help="Where to write the model directory.")
     ] = Path("model"),
@@ -645,7 +501,7 @@ def train(
             help="Split batches over this many local devices (0: as many as divide the batch;"
             " on CPU, one per core, shares of at least 32 rows).",
         ),
-    ] = _TRAIN.devices,
+    ] = _RUN.devices,
     coordinator: Annotated[
         str | None,
         _run_opt(
@@ -665,7 +521,7 @@ def train(
     from rnnfc_cli import api, checkpoint, display
 
     del config
-    settings = {name: value for name, value in locals().items() if name in _RUN_SETTINGS}
+    settings = {name: ctx.params[name] for name in RunSettings.names()}
     if resume and not checkpoint.has_snapshot(model_dir):
         # One command line serves every attempt of a requeued job: the first starts afresh.
         resume = False
@@ -768,68 +624,12 @@ def _train_request(
     request; the settings also go to MODEL_DIR/config.toml."""
     from rnnfc_cli import api
 
-    s = settings
-    if not 0.0 < s["lr"] <= 10.0:
-        raise BadInputError(f"--lr {s['lr']}: must be greater than 0 (and at most 10)")
-    _check_range("--dropout", s["dropout"], 0.0, 1.0, closed_high=False)
-    _check_range("--branch-dropout", s["branch_dropout"], 0.0, 1.0, closed_high=False)
-    _check_range("--label-smoothing", s["label_smoothing"], 0.0, 1.0, closed_high=False)
-    model_options = {
-        "cell": _check_choice("--cell", s["cell"], CELLS),
-        "hidden": s["hidden"],
-        "layers": s["layers"],
-        "bidirectional": s["bidirectional"],
-        "pool": _parse_pool(s["pool"]),
-        "dense": _parse_dense(s["dense"]),
-        "dropout": s["dropout"],
-        "layer_norm": s["layer_norm"],
-        "patch": _parse_auto("--patch", s["patch"], 1024),
-        "precision": _check_choice("--precision", s["precision"], PRECISIONS),
-        "conv": _parse_conv(s["conv"]),
-        "downsample": _parse_auto("--downsample", s["downsample"], 1024),
-        "skip": s["skip"],
-        "branch_dropout": s["branch_dropout"],
-    }
-    if not model_options["layers"] and not (model_options["conv"] and model_options["skip"]):
-        raise BadInputError("--layers 0: needs a conv front end (--conv) and its skip path")
-    train_config = TrainConfig(
-        epochs=_parse_auto("--epochs", s["epochs"], 10**6, "a number of epochs"),
-        batch_size=s["batch_size"],
-        lr=s["lr"],
-        weight_decay=s["weight_decay"],
-        warmup_steps=s["warmup"],
-        clip_norm=s["clip_norm"],
-        seed=s["seed"],
-        patience=s["patience"],
-        min_steps=s["min_steps"],
-        val_split=s["val_split"],
-        label_smoothing=s["label_smoothing"],
-        class_weight=_check_choice("--class-weight", s["class_weight"], CLASS_WEIGHTS),
-        monitor=_check_choice("--monitor", s["monitor"], MONITORS),
-        ensemble=s["seeds"],
-        length_buckets=s["buckets"],
-        devices=s["devices"],
-        refit=_check_choice("--refit", s["refit"], REFITS),
-    )
-    saved = {name: value for name, value in settings.items() if value is not None}
-    return api.TrainRequest(
+    run = RunSettings(**settings)
+    return api.TrainRequest.from_settings(
+        run,
         data=data,
         model_dir=model_dir,
-        model_options=model_options,
-        train=train_config,
-        read=_read_options(
-            s["label_col"],
-            s["id_col"],
-            s["time_col"],
-            s["labels"],
-            s["features"],
-            s["ignore"],
-            _time_features(s["time_features"], s["elapsed_time"]),
-        ),
-        val=s["val"],
         force=force,
-        normalize=_check_choice("--normalize", s["normalize"], NORMALIZATIONS),
-        extra_files={"config.toml": _settings_toml(saved)},
         resume=resume,
         checkpoint_every=checkpoint_every,
     )
@@ -857,10 +657,11 @@ def _resume_settings(
     for name, value in given.items():
         source = context.get_parameter_source(name)
         explicit = source is not None and source.name != "DEFAULT"
-        if name in _RESUME_MAY_CHANGE and explicit:
+        if name in RunSettings.RESUME_MAY_CHANGE and explicit:
             settings[name] = value
             continue
-        settings[name] = saved.get(name)
+        if name in saved:  # else the setting is newer than the run: its default
+            settings[name] = saved[name]
         if explicit and value != saved.get(name):
             raise BadInputError(
                 f"{flags[name]} {value}: --resume continues a run made with "
@@ -901,11 +702,6 @@ def _stop_on_signals():
             signal.signal(number, previous[number])
 
 
-_RUN_SETTINGS.update(
-    name for name in inspect.signature(train).parameters if name not in _NOT_SETTINGS
-)
-
-
 @_command("eval")
 def evaluate(
     model_dir: ModelDirArg,
@@ -941,7 +737,7 @@ def evaluate(
 
     started = time.perf_counter()
     with display.PredictionProgress("eval", quiet) as progress:
-        read = _read_options(label_col, id_col, time_col, labels, features, ignore)
+        read = read_options(label_col, id_col, time_col, labels, features, ignore)
         report, classes = api.evaluate(model_dir, data, read, progress)
     result = report.to_dict(classes)
     if json_output:
@@ -988,9 +784,9 @@ def predict(
     """Label every sequence in DATA, in input order: CSV 'id,label' (or JSON lines) on stdout."""
     from rnnfc_cli import api, display
 
-    _check_choice("--format", output_format, ("csv", "jsonl"))
+    check_choice("--format", output_format, ("csv", "jsonl"))
     started = time.perf_counter()
-    read = _read_options(label_col, id_col, time_col, None, features, ignore)
+    read = read_options(label_col, id_col, time_col, None, features, ignore)
     with (
         display.PredictionProgress("predict", quiet) as progress,
         _output_stream(output) as stream,
@@ -1098,7 +894,7 @@ def report(
     from rnnfc_cli import report as report_page
 
     started = time.perf_counter()
-    read = _read_options(label_col, id_col, time_col, labels, features, ignore)
+    read = read_options(label_col, id_col, time_col, labels, features, ignore)
     scored = None if test_data is None else api.score(model_dir, test_data, read)
     page = report_page.build(model_dir, scored)
     if output == "-":

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Self
 
+from rnnfc_cli.errors import BadInputError
+
 CELLS = ("lstm", "gru", "rnn")
 PRECISIONS = ("float32", "bf16")
 POOLS = ("last", "mean", "max", "attention")
@@ -40,6 +42,19 @@ def parse_conv(spec: str) -> tuple[tuple[int, int], ...]:
         channels, kernel = (int(value) for value in part.split(":"))
         blocks.append((channels, kernel))
     return tuple(blocks)
+
+
+def check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise BadInputError(f"{option} '{value}': choose one of {', '.join(choices)}")
+    return value
+
+
+def check_range(option: str, value: float, low: float, high: float, closed: bool = True) -> None:
+    """``value`` in [low, high] (``closed``) or [low, high); NaN never is."""
+    if not (low <= value <= high if closed else low <= value < high):
+        bracket = "]" if closed else ")"
+        raise BadInputError(f"{option} {value}: must be in [{low}, {high}{bracket}")
 
 
 def column_choice(columns: dict[str, list[str]]) -> list[str]:
@@ -129,6 +144,33 @@ class ModelConfig(_Serializable):
     skip: bool = True
     branch_dropout: float = 0.5
 
+    def __post_init__(self) -> None:
+        """The library gets the checks the command line gets; messages name the flag."""
+        check_choice("--cell", self.cell, CELLS)
+        check_range("--hidden", self.hidden, 1, 8192)
+        check_range("--layers", self.layers, 0, 16)
+        methods = self.pool.split(",")
+        for method in methods:
+            check_choice("--pool", method, POOLS)
+        if len(set(methods)) != len(methods):
+            raise BadInputError(f"--pool '{self.pool}': each method at most once")
+        if any(size < 1 for size in self.dense):
+            sizes = ",".join(map(str, self.dense))
+            raise BadInputError(f"--dense '{sizes}': every size must be at least 1")
+        check_range("--dropout", self.dropout, 0.0, 1.0, closed=False)
+        check_range("--patch", self.patch, 0, 1024)
+        check_choice("--precision", self.precision, PRECISIONS)
+        for channels, kernel in parse_conv(self.conv):
+            if not (1 <= channels <= 4096 and 1 <= kernel <= 1024):
+                raise BadInputError(
+                    f"--conv '{channels}:{kernel}': channels must be 1 to 4096 and the kernel "
+                    "1 to 1024 steps"
+                )
+        check_range("--downsample", self.downsample, 0, 1024)
+        check_range("--branch-dropout", self.branch_dropout, 0.0, 1.0, closed=False)
+        if not self.layers and not (self.conv and self.skip):
+            raise BadInputError("--layers 0: needs a conv front end (--conv) and its skip path")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(_Serializable):
@@ -185,6 +227,27 @@ class TrainConfig(_Serializable):
     length_buckets: bool = True
     devices: int = 0
     refit: str = "auto"
+
+    def __post_init__(self) -> None:
+        """The library gets the checks the command line gets; messages name the flag."""
+        check_range("--epochs", self.epochs, 0, float("inf"))
+        check_range("--batch-size", self.batch_size, 1, 65536)
+        if not 0.0 < self.lr <= 10.0:
+            raise BadInputError(f"--lr {self.lr}: must be greater than 0 (and at most 10)")
+        check_range("--weight-decay", self.weight_decay, 0.0, float("inf"))
+        check_range("--warmup", self.warmup_steps, 0, float("inf"))
+        check_range("--clip-norm", self.clip_norm, 0.0, float("inf"))
+        check_range("--seed", self.seed, 0, float("inf"))
+        check_range("--patience", self.patience, 1, float("inf"))
+        check_range("--min-steps", self.min_steps, 0, float("inf"))
+        if not 0.0 < self.val_split < 1.0:
+            raise BadInputError(f"--val-split {self.val_split}: must be between 0 and 1")
+        check_range("--label-smoothing", self.label_smoothing, 0.0, 1.0, closed=False)
+        check_choice("--class-weight", self.class_weight, CLASS_WEIGHTS)
+        check_choice("--monitor", self.monitor, MONITORS)
+        check_range("--seeds", self.ensemble, 1, 64)
+        check_range("--devices", self.devices, 0, float("inf"))
+        check_choice("--refit", self.refit, REFITS)
 
     def resolved(self, sequences: int) -> Self:
         """This config with automatic (0) epochs chosen for training on ``sequences``
