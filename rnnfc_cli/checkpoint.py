@@ -42,7 +42,7 @@ from typing import Any
 from rnnfc_cli import __version__
 from rnnfc_cli.atomic import write_bytes_atomic
 from rnnfc_cli.config import ModelConfig, TrainConfig
-from rnnfc_cli.errors import ModelDirError, SaveFailedError
+from rnnfc_cli.errors import BadInputError, ModelDirError, SaveFailedError
 from rnnfc_cli.preprocessing import Preprocessing
 
 FORMAT_VERSION = 1
@@ -612,7 +612,8 @@ def read_model_files(path: Path) -> ModelFiles:
             f"{path / CONFIG_FILE}: format version {version} was written by a newer rnnfc "
             f"({config.get('rnnfc_version')}); this is {__version__}: upgrade rnnfc"
         )
-    damage = (KeyError, TypeError, ValueError, AttributeError)
+    # A value out of range is damage too (the configs check their fields when built).
+    damage = (KeyError, TypeError, ValueError, AttributeError, BadInputError)
     try:
         model = ModelConfig.from_dict(config["model"])
         train = TrainConfig.from_dict(config["train"])

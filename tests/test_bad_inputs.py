@@ -408,6 +408,16 @@ def test_absurd_train_options(tmp_path, capsys, tiny_data, flags, expected):
     assert not (tmp_path / "m").exists()
 
 
+def _edit_config(edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    def damage(model_dir: Path) -> None:
+        path = model_dir / checkpoint.CONFIG_FILE
+        config = json.loads(path.read_text())
+        edit(config)
+        path.write_text(json.dumps(config))
+
+    return damage
+
+
 def _damage(name: str, content: bytes | None) -> Callable[[Path], None]:
     def damage(model_dir: Path) -> None:
         path = model_dir / name
@@ -467,6 +477,12 @@ MODEL_DIR_CASES = [
     (
         "settings-of-wrong-shape",
         _damage(checkpoint.CONFIG_FILE, b'{"format_version": 1, "model": 3}'),
+        "corrupted model settings",
+        checkpoint.CONFIG_FILE,
+    ),
+    (
+        "setting-out-of-range",
+        _edit_config(lambda config: config["model"].update(dropout=5.0)),
         "corrupted model settings",
         checkpoint.CONFIG_FILE,
     ),
