@@ -232,8 +232,8 @@ class TrainConfig(_Serializable):
         """The library gets the checks the command line gets; messages name the flag."""
         check_range("--epochs", self.epochs, 0, float("inf"))
         check_range("--batch-size", self.batch_size, 1, 65536)
-        if not 0.0 < self.lr <= 10.0:
-            raise BadInputError(f"--lr {self.lr}: must be greater than 0 (and at most 10)")
+        if not 0.0 < self.lr < float("inf"):
+            raise BadInputError(f"--lr {self.lr}: must be a number greater than 0")
         check_range("--weight-decay", self.weight_decay, 0.0, float("inf"))
         check_range("--warmup", self.warmup_steps, 0, float("inf"))
         check_range("--clip-norm", self.clip_norm, 0.0, float("inf"))

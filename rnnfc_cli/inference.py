@@ -43,12 +43,19 @@ def member_keys(seed: int, members: int) -> jax.Array:
 
 def init_params(model: SequenceClassifier, keys: jax.Array) -> Any:
     """Stacked parameters, one set per key, initialised in one compiled call."""
+    return _initializer(model)(keys)
 
+
+# One compiled function per model (Flax modules compare and hash by their fields), so
+# that a second training of the same model in one process (the refit), or its evaluation
+# after training, neither traces nor compiles again.
+@functools.cache
+def _initializer(model: SequenceClassifier) -> Callable[[jax.Array], Any]:
     def init(key):
         inputs = jnp.zeros((1, 1, model.num_features), jnp.float32)
         return model.init(key, inputs, jnp.ones((1,), jnp.int32), train=False)["params"]
 
-    return jax.jit(jax.vmap(init))(keys)
+    return jax.jit(jax.vmap(init))
 
 
 def abstract_params(model: SequenceClassifier, members: int) -> Any:
@@ -56,8 +63,10 @@ def abstract_params(model: SequenceClassifier, members: int) -> Any:
     return jax.eval_shape(lambda: init_params(model, member_keys(0, members)))
 
 
+@functools.cache
 def make_proba_fn(model: SequenceClassifier) -> ProbaFn:
-    """A compiled ``(stacked params, inputs, lengths) -> float32[members, batch, classes]``."""
+    """A compiled ``(stacked params, inputs, lengths) -> float32[members, batch, classes]``,
+    one per model (see ``_initializer``)."""
 
     @jax.jit
     def proba_fn(params, inputs, lengths):

@@ -178,6 +178,10 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         check_choice("--normalize", self.normalize, NORMALIZATIONS)
+        # A guard against typos (--lr 1 for 1e-3 is already far too high); the library
+        # takes any positive rate (tests force divergence with one).
+        if not 0.0 < self.lr <= 10.0:
+            raise BadInputError(f"--lr {self.lr}: must be greater than 0 (and at most 10)")
         column_patterns("--features", self.features)
         column_patterns("--ignore", self.ignore)
         time_features(self.time_features, self.elapsed_time)

@@ -153,8 +153,16 @@ def create_train_state(
     model: SequenceClassifier, config: TrainConfig, total_steps: int
 ) -> TrainState:
     """Stacked train state of ``config.ensemble`` members (leading axis on every leaf)."""
-    tx = make_optimizer(config.clip_norm > 0)
     params = init_params(model, member_keys(config.seed, config.ensemble))
+    numbers = (schedule_numbers(config, total_steps), _hyperparameters(config))
+    return _state_creator(model, config.clip_norm > 0)(params, *numbers)
+
+
+@functools.cache
+def _state_creator(model: SequenceClassifier, clipped: bool) -> Callable[..., TrainState]:
+    """The compiled ``(stacked params, schedule, hyperparameters) -> TrainState``, one per
+    model and optimizer structure (see ``inference._initializer``)."""
+    tx = make_optimizer(clipped)
 
     def create(member_params, schedule, hyperparams):
         state = TrainState.create(
@@ -162,8 +170,7 @@ def create_train_state(
         )
         return state.replace(opt_state=state.opt_state._replace(hyperparams=hyperparams))
 
-    numbers = (schedule_numbers(config, total_steps), _hyperparameters(config))
-    return jax.jit(jax.vmap(create, in_axes=(0, None, None)))(params, *numbers)
+    return jax.jit(jax.vmap(create, in_axes=(0, None, None)))
 
 
 def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray:
@@ -262,25 +269,47 @@ def make_ensemble_step(
     were summed across devices at every time step of the backward scan, which made two
     CPU devices no faster than one; this way they run side by side.
     """
-    step = functools.partial(
-        train_step,
-        weights_by_class=jnp.asarray(weights_by_class),
-        label_smoothing=label_smoothing,
-        axis_name=None if shardings is None else shardings[0].spec[0],
-    )
-    members = jax.vmap(step, in_axes=(0, None, 0))
+    compiled = _compiled_step(label_smoothing, shardings)
+    weights = jnp.asarray(weights_by_class, jnp.float32)
+
+    def step(state, batch, keys):
+        return compiled(state, batch, keys, weights)
+
+    return step if shardings is None else _bounded(step)
+
+
+@functools.cache
+def _compiled_step(
+    label_smoothing: float, shardings: tuple[NamedSharding, NamedSharding] | None
+) -> Callable[..., tuple[TrainState, Metrics]]:
+    """``make_ensemble_step``'s jitted ``(states, batch, keys, class weights)``: one per
+    process for each smoothing and device layout, the model being part of the state, so
+    that a second training in one process (the refit, a resumed run) reuses its trace and
+    compiled program (jit keys them by the state's model and shapes)."""
+
+    def step(state, batch, key, weights_by_class):
+        return train_step(
+            state,
+            batch,
+            key,
+            weights_by_class=weights_by_class,
+            label_smoothing=label_smoothing,
+            axis_name=None if shardings is None else shardings[0].spec[0],
+        )
+
+    members = jax.vmap(step, in_axes=(0, None, 0, None))
     if shardings is None:
         return jax.jit(members, donate_argnums=0)
     split, replicated = shardings
     sharded = jax.shard_map(
         members,
         mesh=split.mesh,
-        in_specs=(replicated.spec, split.spec, replicated.spec),
+        in_specs=(replicated.spec, split.spec, replicated.spec, replicated.spec),
         out_specs=replicated.spec,
         # Flax's scanned carries start device-invariant and become per-device.
         check_vma=False,
     )
-    return _bounded(jax.jit(sharded, donate_argnums=0))
+    return jax.jit(sharded, donate_argnums=0)
 
 
 def _bounded(step_fn: Callable) -> Callable:

@@ -89,16 +89,22 @@ def test_the_learning_rate_is_optaxs_warmup_cosine_schedule(total, warmup):
 
 
 def test_one_compiled_step_serves_every_length_and_rate_of_training():
-    """The schedule, rate, weight decay and clipping norm are state, not constants of the
-    compiled step: a refit or another training of the same model compiles nothing."""
-    step = make_ensemble_step(np.ones(2, np.float32), 0.0)
+    """The schedule, rate, weight decay, clipping norm and class weights are arguments,
+    not constants of the compiled step: a refit or another training of the same model
+    traces and compiles nothing."""
+    from rnnfc_cli.train import _compiled_step
+
+    model = build_model(ModelConfig(2, 2, hidden=7, dense=(3,)))  # compiled by no other test
+    compiled = _compiled_step(0.0, None)  # what every step without smoothing runs
+    before = compiled._cache_size()
     batch, keys = _batch(_arrays(8)), member_keys(0, 1)
     for config, total in [(TrainConfig(), 10), (TrainConfig(lr=0.1, weight_decay=0.5), 5000)]:
-        state = create_train_state(MODEL, config, total)
+        step = make_ensemble_step(np.ones(2, np.float32) * total, 0.0)
+        state = create_train_state(model, config, total)
         for _ in range(2):
             state, metrics = step(state, batch, keys)
         assert np.isfinite(metrics.loss_sum).all()
-    assert step._cache_size() == 1
+    assert compiled._cache_size() == before + 1
 
 
 def test_padding_rows_carry_no_weight():
