@@ -654,6 +654,85 @@ def _keep_improved(best: Any, current: Any, improved: np.ndarray) -> Any:
 CHECKPOINT_EVERY_SECONDS = 5.0
 
 
+@dataclasses.dataclass
+class _Loop:
+    """Where ``fit`` is: what it carries from step to step, which is what a snapshot saves
+    (``TrainSnapshot`` holds the same, on the host) and what a resumed run starts from.
+
+    Attributes:
+      state: the stacked train state.
+      best_params: the best parameters so far (host), None before an epoch improved.
+      history: the finished epochs.
+      epoch: the epoch in progress (or next); ``batches_done`` of its batches applied.
+      batches_done: 0 at an epoch boundary.
+      shuffle_state: the shuffling generator's state when ``epoch`` began.
+      totals: the training metrics of ``epoch``'s applied batches, None when none.
+      bad_step: the first step of ``epoch`` known to have had a non-finite loss.
+      seconds_before: training time of the run before this process took it up.
+    """
+
+    state: TrainState
+    best_params: Any | None
+    history: list[EpochRecord]
+    epoch: int
+    batches_done: int
+    shuffle_state: dict[str, Any]
+    totals: Metrics | None = None
+    bad_step: int | None = None
+    seconds_before: float = 0.0
+
+    @classmethod
+    def resumed(cls, snapshot: TrainSnapshot) -> _Loop:
+        return cls(
+            state=snapshot.state,
+            best_params=snapshot.best_params,
+            history=list(snapshot.history),
+            epoch=snapshot.epoch,
+            batches_done=snapshot.batches_done,
+            shuffle_state=snapshot.shuffle_state,
+            totals=snapshot.totals,
+            bad_step=snapshot.bad_step,
+            seconds_before=snapshot.train_seconds,
+        )
+
+    def next_epoch(self, shuffle_state: dict[str, Any]) -> None:
+        self.epoch += 1
+        self.batches_done, self.shuffle_state = 0, shuffle_state
+        self.totals, self.bad_step = None, None
+
+    def snapshot(self, monitor: _Monitor, seconds: float) -> TrainSnapshot:
+        """This loop on the host, ``seconds`` of training after this process began."""
+        return TrainSnapshot(
+            state=to_host(self.state),
+            best_params=self.best_params,
+            epoch=self.epoch,
+            batches_done=self.batches_done,
+            shuffle_state=self.shuffle_state,
+            totals=None if self.totals is None else to_host(self.totals),
+            bad_step=self.bad_step,
+            monitor=monitor.to_dict(),
+            history=tuple(self.history),
+            train_seconds=self.seconds_before + seconds,
+        )
+
+
+@dataclasses.dataclass
+class _SnapshotClock:
+    """When the next snapshot is due: ``every`` seconds after the last one, checked at an
+    epoch's end and between its steps; with ``every`` 0, at every epoch's end only."""
+
+    every: float
+    last: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def due(self, inside_epoch: bool) -> bool:
+        if inside_epoch and self.every <= 0:
+            return False
+        return time.perf_counter() - self.last >= self.every
+
+    def taken(self) -> None:
+        self.last = time.perf_counter()
+
+
 def fit(
     model: SequenceClassifier,
     config: TrainConfig,
@@ -694,98 +773,77 @@ def fit(
     keys = member_keys(config.seed, config.ensemble)
     shuffle = np.random.default_rng(config.seed)
     monitor = _Monitor(config.monitor, config.ensemble)
-    best_params, history, diverged_at = None, [], None
-    first_epoch, skip_batches, seconds_before = 1, 0, 0.0
-    resumed_totals, resumed_bad_step = None, None
-    snapshot = resume(jax.device_get(state)) if resume is not None else None
-    if snapshot is not None:
-        state, best_params, history = snapshot.state, snapshot.best_params, list(snapshot.history)
-        shuffle.bit_generator.state = snapshot.shuffle_state
-        monitor.load(snapshot.monitor)
-        first_epoch, skip_batches = snapshot.epoch, snapshot.batches_done
-        resumed_totals, resumed_bad_step = snapshot.totals, snapshot.bad_step
-        seconds_before = snapshot.train_seconds
+    resumed = resume(jax.device_get(state)) if resume is not None else None
+    if resumed is None:
+        loop = _Loop(state, None, [], epoch=1, batches_done=0, shuffle_state={})
+    else:
+        loop = _Loop.resumed(resumed)
+        shuffle.bit_generator.state = resumed.shuffle_state
+        monitor.load(resumed.monitor)
     if shardings is not None:
-        state, keys = place((state, keys), shardings[1])
+        loop.state, keys = place((loop.state, keys), shardings[1])
     callbacks.on_start(config.epochs, steps_per_epoch)
 
     if stop is not None and stop.is_set():
         raise TrainingInterruptedError(
-            epoch=first_epoch, step=0 if snapshot is None else snapshot.step, saved=bool(snapshot)
+            epoch=loop.epoch, step=0 if resumed is None else resumed.step, saved=bool(resumed)
         )
     started = time.perf_counter()
-    last_snapshot = started
-    snapshot_mid_epoch = checkpoint_every > 0
+    clock = _SnapshotClock(checkpoint_every)
 
-    def take_snapshot(epoch, epoch_state, done, totals, bad_step):
-        nonlocal last_snapshot
-        callbacks.on_snapshot(
-            TrainSnapshot(
-                state=to_host(state),
-                best_params=best_params,
-                epoch=epoch,
-                batches_done=done,
-                shuffle_state=epoch_state,
-                totals=None if totals is None else to_host(totals),
-                bad_step=bad_step,
-                monitor=monitor.to_dict(),
-                history=tuple(history),
-                train_seconds=seconds_before + time.perf_counter() - started,
-            )
-        )
-        last_snapshot = time.perf_counter()
+    def save_snapshot() -> None:
+        callbacks.on_snapshot(loop.snapshot(monitor, time.perf_counter() - started))
+        clock.taken()
 
-    for epoch in range(first_epoch, config.epochs + 1):
+    diverged_at = None
+    while loop.epoch <= config.epochs:
         epoch_start = time.perf_counter()
-        epoch_rng_state = shuffle.bit_generator.state
-        totals, step_losses, bad_step = None, [], None
+        loop.shuffle_state = shuffle.bit_generator.state
         order = shuffle.permutation(len(train))
-        done = skip_batches if epoch == first_epoch else 0
-        if done:
-            totals, bad_step = resumed_totals, resumed_bad_step
-        batches = _train_batches(train, batch_size, order, buckets, shuffle, shardings, done)
+        step_losses = []  # not yet looked at for non-finite values
+        batches = _train_batches(
+            train, batch_size, order, buckets, shuffle, shardings, loop.batches_done
+        )
         for batch in prefetch(batches):
-            state, metrics = step_fn(state, batch, keys)
-            totals = metrics if totals is None else totals + metrics
+            loop.state, metrics = step_fn(loop.state, batch, keys)
+            loop.totals = metrics if loop.totals is None else loop.totals + metrics
             step_losses.append(metrics.loss_sum)
-            done += 1
-            callbacks.on_step(epoch, done)
+            loop.batches_done += 1
+            callbacks.on_step(loop.epoch, loop.batches_done)
             interrupted = stop is not None and stop.is_set()
-            if interrupted or (
-                snapshot_mid_epoch
-                and done < steps_per_epoch
-                and time.perf_counter() - last_snapshot >= checkpoint_every
-            ):
-                bad_step = _first_bad_step(bad_step, step_losses, done)
+            if interrupted or (loop.batches_done < steps_per_epoch and clock.due(True)):
+                loop.bad_step = _first_bad_step(loop.bad_step, step_losses, loop.batches_done)
                 step_losses = []
-                take_snapshot(epoch, epoch_rng_state, done, totals, bad_step)
+                save_snapshot()
                 if interrupted:
                     raise TrainingInterruptedError(
-                        epoch=epoch, step=int(to_host(state.step)[0]), saved=True
+                        epoch=loop.epoch, step=int(to_host(loop.state.step)[0]), saved=True
                     )
-        totals = to_host(totals)
-        bad_step = _first_bad_step(bad_step, step_losses, done)
-        if bad_step is not None:
-            step = epoch_first_step(epoch, steps_per_epoch) + bad_step - 1
-            if best_params is None:
+        totals = to_host(loop.totals)
+        loop.bad_step = _first_bad_step(loop.bad_step, step_losses, loop.batches_done)
+        if loop.bad_step is not None:
+            step = epoch_first_step(loop.epoch, steps_per_epoch) + loop.bad_step - 1
+            if loop.best_params is None:
                 raise TrainingDivergedError(
-                    f"the training loss became NaN or infinite at epoch {epoch}, step {step}, "
-                    "before any epoch finished; lower --lr or check the data"
+                    f"the training loss became NaN or infinite at epoch {loop.epoch}, step "
+                    f"{step}, before any epoch finished; lower --lr or check the data"
                 )
-            diverged_at = (epoch, step)
+            diverged_at = (loop.epoch, step)
             break
         val_loss, val_accuracy = log_loss_and_accuracy(
-            member_proba(proba_fn, state.params, val.inputs, val.lengths, devices=devices),
+            member_proba(proba_fn, loop.state.params, val.inputs, val.lengths, devices=devices),
             val.labels,
         )
-        improved = monitor.update(epoch, val_loss, val_accuracy)
+        improved = monitor.update(loop.epoch, val_loss, val_accuracy)
         if keep_last:
             improved = np.ones_like(improved)
         if improved.any():
-            best_params = _keep_improved(best_params, to_host(state.params), improved)
+            loop.best_params = _keep_improved(
+                loop.best_params, to_host(loop.state.params), improved
+            )
         record = EpochRecord(
-            epoch=epoch,
-            step=int(to_host(state.step)[0]),
+            epoch=loop.epoch,
+            step=int(to_host(loop.state.step)[0]),
             train_loss=float(np.mean(totals.loss_sum / totals.count)),
             train_accuracy=float(np.mean(totals.correct / totals.count)),
             val_loss=float(val_loss.mean()),
@@ -793,29 +851,30 @@ def fit(
             seconds=time.perf_counter() - epoch_start,
             improved=bool(improved.any()),
         )
-        history.append(record)
-        callbacks.on_epoch(record, best_params if improved.any() else None)
-        if monitor.exhausted(epoch, config.patience) and record.step >= config.min_steps:
+        loop.history.append(record)
+        callbacks.on_epoch(record, loop.best_params if improved.any() else None)
+        if monitor.exhausted(loop.epoch, config.patience) and record.step >= config.min_steps:
             break
-        if epoch < config.epochs and time.perf_counter() - last_snapshot >= checkpoint_every:
-            take_snapshot(epoch + 1, shuffle.bit_generator.state, 0, None, None)
-    if best_params is None:
+        loop.next_epoch(shuffle.bit_generator.state)
+        if loop.epoch <= config.epochs and clock.due(False):
+            save_snapshot()
+    if loop.best_params is None:
         raise AssertionError("an epoch finished without choosing weights")
-    val_proba = predict_proba(proba_fn, best_params, val.inputs, val.lengths, devices=devices)
+    val_proba = predict_proba(proba_fn, loop.best_params, val.inputs, val.lengths, devices=devices)
     ensemble_loss, ensemble_accuracy = log_loss_and_accuracy(val_proba, val.labels)
     return FitResult(
-        params=best_params,
+        params=loop.best_params,
         best_epochs=tuple(int(e) for e in monitor.best_epoch),
         member_val_accuracy=tuple(float(a) for a in monitor.best_accuracy),
         best_val_accuracy=float(ensemble_accuracy),
         best_val_loss=float(ensemble_loss),
-        epochs_run=len(history),
-        steps=history[-1].step,
-        train_seconds=seconds_before + time.perf_counter() - started,
-        history=tuple(history),
+        epochs_run=len(loop.history),
+        steps=loop.history[-1].step,
+        train_seconds=loop.seconds_before + time.perf_counter() - started,
+        history=tuple(loop.history),
         diverged_at=diverged_at,
         devices=len(devices),
-        resumed_from_epoch=None if snapshot is None else snapshot.epoch - 1,
+        resumed_from_epoch=None if resumed is None else resumed.epoch - 1,
         val_proba=val_proba,
     )
 
