@@ -518,16 +518,16 @@ def train(
     ] = None,
 ) -> None:
     """Train a classifier on DATA and save the best epoch (by validation score) to MODEL_DIR."""
-    from rnnfc_cli import api, checkpoint, display
+    from rnnfc_cli import api, display, staging
 
     del config
     settings = {name: ctx.params[name] for name in RunSettings.names()}
-    if resume and not checkpoint.has_snapshot(model_dir):
+    if resume and not staging.has_snapshot(model_dir):
         # One command line serves every attempt of a requeued job: the first starts afresh.
         resume = False
         if not quiet:
-            staging = checkpoint.staging_dir(model_dir)
-            _note("train", f"--resume: nothing saved in {staging} to continue; starting a new run")
+            kept = staging.staging_dir(model_dir)
+            _note("train", f"--resume: nothing saved in {kept} to continue; starting a new run")
     if resume:
         settings = _resume_settings(ctx, model_dir, settings)
     request = _train_request(settings, data, model_dir, force, resume, checkpoint_every)
@@ -641,7 +641,7 @@ def _resume_settings(
     """The interrupted run's settings; a flag given now must agree with them."""
     import tomllib
 
-    from rnnfc_cli.checkpoint import staging_dir
+    from rnnfc_cli.staging import staging_dir
 
     path = staging_dir(model_dir) / "config.toml"
     try:

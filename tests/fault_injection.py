@@ -143,9 +143,9 @@ def _kill(
 
 def _unfinished_saves(partial: Path) -> set[str]:
     """Orbax's temporary directories: a save that was killed before it finished."""
-    from rnnfc_cli import checkpoint
+    from rnnfc_cli import staging
 
-    state_dir = partial / checkpoint.TRAIN_STATE_DIR
+    state_dir = partial / staging.TRAIN_STATE_DIR
     return {p.name for p in state_dir.iterdir() if "tmp" in p.name} if state_dir.is_dir() else set()
 
 
@@ -156,7 +156,7 @@ def run(
     after an epoch drawn from the ``i``-th of ``kills + 1`` equal slices of the run, so
     every kill finds the run still going; a slice must be at least 8 epochs. The model
     that the run replaces is a copy of ``existing``, else a 2-epoch one trained first."""
-    from rnnfc_cli import api, checkpoint
+    from rnnfc_cli import api, snapshots, staging
 
     slice_epochs = epochs // (kills + 1)
     if slice_epochs < 8:
@@ -170,11 +170,11 @@ def run(
     else:
         shutil.copytree(existing, model_dir)
     before = api.predict(model_dir, str(data)).proba
-    partial = checkpoint.staging_dir(model_dir)
+    partial = staging.staging_dir(model_dir)
     counts = {"kills": 0, "in_save": 0, "nothing_saved_yet": 0, "resumed": 0}
     counts.update(dict.fromkeys(MOMENTS, 0))
     for i in range(kills):
-        saved = checkpoint.read_snapshot(model_dir) is not None
+        saved = snapshots.read_snapshot(model_dir) is not None
         counts["resumed"] += saved
         unfinished = _unfinished_saves(partial)
         process = _train(data, model_dir, epochs, "--resume" if saved else "--force")
@@ -186,9 +186,9 @@ def run(
         counts["in_save"] += bool(_unfinished_saves(partial) - unfinished)
         if not np.array_equal(api.predict(model_dir, str(data)).proba, before):
             raise SystemExit("the existing model changed")
-        if checkpoint.read_snapshot(model_dir) is None:
+        if snapshots.read_snapshot(model_dir) is None:
             counts["nothing_saved_yet"] += 1
-    saved = checkpoint.read_snapshot(model_dir) is not None
+    saved = snapshots.read_snapshot(model_dir) is not None
     _finish(_train(data, model_dir, epochs, "--resume" if saved else "--force"))
     if partial.exists():
         raise SystemExit(f"{partial} left behind")

@@ -1,7 +1,7 @@
 """Replace a model directory over and over while other processes read it.
 
 A writer process publishes saved models in turn into one model directory, as
-``rnnfc train --force`` does (``checkpoint.publish``, half of the time by the two renames
+``rnnfc train --force`` does (``staging.publish``, half of the time by the two renames
 used where directories cannot be swapped in one step). Meanwhile reader processes call
 ``predict``, ``evaluate`` and ``describe`` on it in a loop, as ``rnnfc predict``, ``eval``
 and ``info`` do. Every answer must come wholly from one of the versions: the same labels,
@@ -104,15 +104,15 @@ def run(versions: list[Path], data: Path, workdir: Path, swaps: int, readers: in
 
 
 def _write(model_dir: Path, swaps: int, versions: list[Path]) -> None:
-    from rnnfc_cli import checkpoint
+    from rnnfc_cli import staging
 
-    exchange = checkpoint._exchange
+    exchange = staging._exchange
     for i in range(swaps):
-        staging = checkpoint.staging_dir(model_dir)
-        shutil.copytree(versions[(i + 1) % len(versions)], staging)
+        built = staging.staging_dir(model_dir)
+        shutil.copytree(versions[(i + 1) % len(versions)], built)
         # Every other swap takes the two renames used where one atomic swap is impossible.
-        checkpoint._exchange = exchange if i % 2 else lambda first, second: False
-        checkpoint.publish(staging, model_dir)
+        staging._exchange = exchange if i % 2 else lambda first, second: False
+        staging.publish(built, model_dir)
 
 
 def _read(model_dir: Path, data: Path, out: Path, stop: Path) -> None:

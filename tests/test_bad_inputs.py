@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import TINY_FLAGS
 
-from rnnfc_cli import checkpoint
+from rnnfc_cli import checkpoint, staging
 from rnnfc_cli.cli import main
 
 LONG_HEADER = "id,time,f0,f1,label\n"
@@ -510,7 +510,7 @@ def test_damaged_model_directory(
 def test_missing_model_and_an_interrupted_run_are_told_apart(tmp_path, capsys):
     code, err = _run(capsys, ["info", str(tmp_path / "nope")])
     _assert_one_clean_line(code, err, "no such model directory", "nope")
-    checkpoint.staging_dir(tmp_path / "half").mkdir()
+    staging.staging_dir(tmp_path / "half").mkdir()
     code, err = _run(capsys, ["predict", str(tmp_path / "half"), "-"])
     _assert_one_clean_line(code, err, "an interrupted training run is saved", "half")
 

@@ -160,3 +160,23 @@ def test_a_second_training_is_locked_out_and_a_stale_lock_is_taken_over(tiny_dat
         sleeper.wait()
     api.train_model(_request(tiny_data, model_dir))  # the killed owner's lock is stale
     assert model_dir.is_dir() and not lock.exists()
+
+
+def test_the_multi_process_stand_in_has_the_writers_whole_interface():
+    """Processes other than 0 get ``NullWriter``: whatever training calls on the writer,
+    it must have too, with the same parameters."""
+    import inspect
+
+    def interface(cls):
+        return {
+            name: inspect.signature(member)
+            for name, member in inspect.getmembers(cls, inspect.isfunction)
+            if not name.startswith("_") or name in ("__enter__", "__exit__")
+        }
+
+    writer = interface(checkpoint.ModelDirWriter)
+    null = interface(checkpoint.NullWriter)
+    assert set(null) == set(writer)
+    for name, signature in writer.items():
+        assert list(null[name].parameters) == list(signature.parameters), name
+    assert checkpoint.NullWriter().load_snapshot() is None

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from replace_while_reading import make_versions, run
 
-from rnnfc_cli import checkpoint
+from rnnfc_cli import checkpoint, staging
 from rnnfc_cli.errors import ModelDirError
 
 
@@ -29,7 +29,7 @@ def test_a_model_replaced_while_it_is_read_is_read_again_whole(
     versions, tmp_path, monkeypatch, atomic_swap
 ):
     if not atomic_swap:
-        monkeypatch.setattr(checkpoint, "_exchange", lambda first, second: False)
+        monkeypatch.setattr(staging, "_exchange", lambda first, second: False)
     saved, _ = versions
     model_dir = tmp_path / "model"
     shutil.copytree(saved[0], model_dir)
@@ -38,8 +38,8 @@ def test_a_model_replaced_while_it_is_read_is_read_again_whole(
     def load_params(files):
         params = checkpoint.restore_params(files.path, lambda: None)
         if not hidden_read:  # the first read is overtaken by a replacement
-            shutil.copytree(saved[1], checkpoint.staging_dir(model_dir))
-            checkpoint.publish(checkpoint.staging_dir(model_dir), model_dir)
+            shutil.copytree(saved[1], staging.staging_dir(model_dir))
+            staging.publish(staging.staging_dir(model_dir), model_dir)
         hidden_read.append(files.model.hidden)
         return params
 
@@ -54,13 +54,13 @@ def test_a_model_replaced_while_it_is_read_is_read_again_whole(
 def test_a_read_waits_out_the_instant_between_two_renames(versions, tmp_path):
     saved, _ = versions
     model_dir = tmp_path / "model"
-    aside = tmp_path / f"{checkpoint.REPLACED_PREFIX.format(name='model')}123"
+    aside = tmp_path / f"{staging.REPLACED_PREFIX.format(name='model')}123"
     shutil.copytree(saved[0], aside)  # the old model renamed aside, the new one not yet in
 
     def rename_in():
         time.sleep(0.1)
-        shutil.copytree(saved[2], checkpoint.staging_dir(model_dir))
-        checkpoint.staging_dir(model_dir).rename(model_dir)
+        shutil.copytree(saved[2], staging.staging_dir(model_dir))
+        staging.staging_dir(model_dir).rename(model_dir)
 
     renaming = threading.Thread(target=rename_in)
     renaming.start()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import TINY_MODEL
 
-from rnnfc_cli import api, checkpoint
+from rnnfc_cli import api, checkpoint, snapshots, staging
 from rnnfc_cli import train as rnnfc_train
 from rnnfc_cli.callbacks import Callback
 from rnnfc_cli.config import TrainConfig
@@ -89,7 +89,7 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
             _StopAt(stop, epoch, step_in_epoch),
         )
     assert caught.value.saved and caught.value.epoch == epoch
-    assert not model_dir.exists() and checkpoint.staging_dir(model_dir).is_dir()
+    assert not model_dir.exists() and staging.staging_dir(model_dir).is_dir()
 
     summary = api.train_model(_request(tiny_data, model_dir, resume=True))
     assert summary["resumed_from_epoch"] == epoch - 1
@@ -97,8 +97,8 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
     same = jax.tree.map(np.array_equal, _params(whole_dir), _params(model_dir))
     assert all(jax.tree.leaves(same))
     assert _metric_epochs(model_dir) == list(range(1, EPOCHS + 1))
-    assert not checkpoint.staging_dir(model_dir).exists()
-    assert not (model_dir / checkpoint.TRAIN_STATE_DIR).exists()
+    assert not staging.staging_dir(model_dir).exists()
+    assert not (model_dir / staging.TRAIN_STATE_DIR).exists()
 
 
 def test_a_saved_run_is_neither_overwritten_nor_resumed_by_accident(
@@ -121,9 +121,9 @@ def test_a_saved_run_is_neither_overwritten_nor_resumed_by_accident(
         api.train_model(
             api.TrainRequest(**{**vars(_request(tiny_data, model_dir)), **other, "resume": True})
         )
-    assert checkpoint.staging_dir(model_dir).is_dir()  # still resumable after refusals
+    assert staging.staging_dir(model_dir).is_dir()  # still resumable after refusals
     api.train_model(_request(tiny_data, model_dir, force=True))  # --force starts over
-    assert model_dir.is_dir() and not checkpoint.staging_dir(model_dir).exists()
+    assert model_dir.is_dir() and not staging.staging_dir(model_dir).exists()
     with pytest.raises(ModelDirError, match="no interrupted run"):
         api.train_model(_request(tiny_data, tmp_path / "other", resume=True))
 
@@ -153,7 +153,7 @@ def test_a_full_disk_while_saving_keeps_the_last_snapshot(tiny_data, tmp_path, m
     model_dir = tmp_path / "m"
     with pytest.raises(SaveFailedError, match=r"No space left on device.*step \d+.*intact"):
         api.train_model(_request(tiny_data, model_dir, checkpoint_every=0.0))
-    kept = checkpoint._saved_steps(checkpoint.staging_dir(model_dir) / checkpoint.TRAIN_STATE_DIR)
+    kept = staging.saved_steps(staging.staging_dir(model_dir) / staging.TRAIN_STATE_DIR)
     assert kept == [saves[1]]
     monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)
     summary = api.train_model(_request(tiny_data, model_dir, resume=True))
@@ -360,7 +360,7 @@ def test_sigterm_saves_and_one_resume_command_line_serves_every_attempt(
     err = capsys.readouterr().err
     assert "--resume: nothing saved" in err and "starting a new run" in err
     assert "stopping after this step" in err and "Traceback" not in err
-    saved = checkpoint.read_snapshot(model_dir)
+    saved = snapshots.read_snapshot(model_dir)
     assert saved is not None and saved[1]["epoch"] == 2 and saved[1]["batches_done"] == 1
     command = shlex.split(err.strip().splitlines()[-1].split("continue it with: ")[1])
     assert command[:2] == ["rnnfc", "train"] and command[-1] == "--resume"
@@ -369,7 +369,7 @@ def test_sigterm_saves_and_one_resume_command_line_serves_every_attempt(
     summary = json.loads((model_dir / checkpoint.SUMMARY_FILE).read_text())
     assert summary["resumed_from_epoch"] == 1 and summary["epochs_run"] == 3
     assert _metric_epochs(model_dir) == [1, 2, 3]
-    assert not checkpoint.staging_dir(model_dir).exists()
+    assert not staging.staging_dir(model_dir).exists()
 
 
 def test_resume_with_nothing_saved_trains_afresh_and_says_so(tiny_data, tmp_path, capsys):
@@ -380,7 +380,7 @@ def test_resume_with_nothing_saved_trains_afresh_and_says_so(tiny_data, tmp_path
     out, err = capsys.readouterr()
     assert json.loads(out)["resumed_from_epoch"] is None
     assert [line for line in err.splitlines() if "--resume" in line] == [
-        f"rnnfc train: --resume: nothing saved in {checkpoint.staging_dir(tmp_path / 'm')} "
+        f"rnnfc train: --resume: nothing saved in {staging.staging_dir(tmp_path / 'm')} "
         "to continue; starting a new run"
     ]
 
