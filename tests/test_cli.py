@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from rnnfc_cli import api
 from rnnfc_cli.cli import app, main
+from rnnfc_cli.config import TrainConfig
 
 runner = CliRunner()
 
@@ -186,17 +187,22 @@ def test_real_processes_train_eval_predict(tiny_data, tmp_path):
     assert predicted.stderr.count("\n") == 1 and "features per step" in predicted.stderr
 
 
-def test_every_train_option_reaches_the_saved_config(tiny_data, tmp_path):
-    model_dir = tmp_path / "m"
-    result = invoke(
-        "train",
-        tiny_data["train_long"],
-        "-m",
-        model_dir,
+def test_every_train_option_reaches_the_training_request(monkeypatch, tiny_data, tmp_path):
+    """Each flag lands in the request the library trains from (whose configs are what the
+    model directory saves), and config.toml holds the flags as given."""
+    import tomllib
+
+    requests = []
+
+    def capture(request, progress):
+        del progress
+        requests.append(request)
+        return {"model_dir": str(request.model_dir), "diverged_at": None}
+
+    monkeypatch.setattr(api, "train_model", capture)
+    flags = [
         "--epochs",
         "1",
-        "-q",
-        "--json",
         "--cell",
         "gru",
         "--hidden",
@@ -249,45 +255,46 @@ def test_every_train_option_reaches_the_saved_config(tiny_data, tmp_path):
         "0.25",
         "--refit",
         "off",
-    )
+    ]
+    result = invoke("train", tiny_data["train_long"], "-m", tmp_path / "m", "-q", "--json", *flags)
     assert result.exit_code == 0, result.stderr
-    info = json.loads(invoke("info", model_dir, "--json").stdout)
-    assert info["model"] == {
-        **info["model"],
+    (request,) = requests
+    assert request.model_options == {
         "cell": "gru",
         "hidden": 6,
         "layers": 2,
         "bidirectional": False,
         "pool": "attention",
-        "dense": [5, 4],
+        "dense": (5, 4),
         "dropout": 0.2,
         "layer_norm": True,
         "patch": 2,
+        "precision": "float32",
         "conv": "4:3,3:2",
         "downsample": 2,
         "skip": False,
         "branch_dropout": 0.25,
     }
-    assert info["train"] == {
-        **info["train"],
-        "lr": 0.002,
-        "weight_decay": 0.01,
-        "warmup_steps": 3,
-        "clip_norm": 0.5,
-        "label_smoothing": 0.1,
-        "class_weight": "balanced",
-        "monitor": "val_loss",
-        "patience": 4,
-        "min_steps": 0,
-        "ensemble": 2,
-        "batch_size": 8,
-        "seed": 3,
-        "length_buckets": False,
-        "refit": "off",
-    }
-    assert json.loads(result.stdout)["ensemble"] == 2
-    predicted = invoke("predict", model_dir, tiny_data["test_long"], "--proba")
-    assert predicted.exit_code == 0 and len(predicted.stdout.splitlines()) == 13
+    assert request.train == TrainConfig(
+        epochs=1,
+        lr=0.002,
+        weight_decay=0.01,
+        warmup_steps=3,
+        clip_norm=0.5,
+        label_smoothing=0.1,
+        class_weight="balanced",
+        monitor="val_loss",
+        patience=4,
+        min_steps=0,
+        ensemble=2,
+        batch_size=8,
+        seed=3,
+        length_buckets=False,
+        refit="off",
+    )
+    assert request.normalize == "sequence"
+    saved = tomllib.loads(request.extra_files["config.toml"].decode())
+    assert saved["cell"] == "gru" and saved["seeds"] == 2 and saved["buckets"] is False
 
 
 def test_divergence_is_reported_with_exit_1_after_saving(monkeypatch, tiny_data, tmp_path):
