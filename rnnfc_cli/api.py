@@ -22,7 +22,7 @@ import numpy as np
 
 from rnnfc_cli import __version__, checkpoint, preprocessing, readers
 from rnnfc_cli.callbacks import Callback, CallbackList, ProgressOnly
-from rnnfc_cli.config import REFIT_BELOW, ModelConfig, TrainConfig
+from rnnfc_cli.config import CHECKPOINT_EVERY, PREDICT_BATCH, REFIT_BELOW, ModelConfig, TrainConfig
 from rnnfc_cli.errors import BadInputError, ModelDirError, RnnfcError
 from rnnfc_cli.lazy import blocks
 from rnnfc_cli.metrics import Report, classification_report
@@ -66,7 +66,7 @@ class TrainRequest:
     normalize: str = "auto"
     extra_files: dict[str, bytes] = dataclasses.field(default_factory=dict)
     resume: bool = False
-    checkpoint_every: float = 5.0
+    checkpoint_every: float = CHECKPOINT_EVERY
     stop: threading.Event | None = None
 
     @classmethod
@@ -450,7 +450,7 @@ def predict_chunks(
     model_dir: Path,
     path: str,
     read: readers.ReadOptions = readers.ReadOptions(),
-    batch_size: int = 256,
+    batch_size: int = PREDICT_BATCH,
     progress: Progress | None = None,
 ) -> Iterator[Predictions]:
     """Labels and probabilities for the sequences in ``path``, chunk after chunk, in input
@@ -479,7 +479,7 @@ def predict(
     model_dir: Path,
     path: str,
     read: readers.ReadOptions = readers.ReadOptions(),
-    batch_size: int = 256,
+    batch_size: int = PREDICT_BATCH,
 ) -> Predictions:
     """Labels and probabilities for every sequence in ``path`` (labels there are ignored)."""
     chunks = list(predict_chunks(model_dir, path, read, batch_size))
@@ -529,7 +529,7 @@ def score(
     sequences = readers.read_sequences(path, dataclasses.replace(read, require_labels=True))
     inputs = preprocessing.transform_inputs(prep, sequences)
     true = preprocessing.encode_labels(prep, sequences)
-    proba = proba_of(inputs, sequences.lengths, 256, _counter(progress, len(sequences)))
+    proba = proba_of(inputs, sequences.lengths, PREDICT_BATCH, _counter(progress, len(sequences)))
     classes = [prep.output_label(x) for x in prep.labels]
 
     def attribute_rows(rows: np.ndarray, targets: np.ndarray) -> list[np.ndarray]:

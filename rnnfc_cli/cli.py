@@ -31,12 +31,14 @@ import typer
 from rnnfc_cli import __version__
 from rnnfc_cli.config import (
     CELLS,
+    CHECKPOINT_EVERY,
     CLASS_WEIGHTS,
     EPOCHS,
     MONITORS,
     NORMALIZATIONS,
     POOLS,
     PRECISIONS,
+    PREDICT_BATCH,
     REFIT_BELOW,
     REFITS,
     check_choice,
@@ -467,7 +469,7 @@ def train(
             help="Seconds between snapshots of the full train state, for --resume "
             "(taken at epoch ends, or inside long epochs); 0: every epoch.",
         ),
-    ] = 5.0,
+    ] = CHECKPOINT_EVERY,
     json_output: Annotated[
         bool,
         _output_opt("--json", help="Print the training summary as JSON on stdout, not a table."),
@@ -772,7 +774,7 @@ def predict(
     ] = False,
     batch_size: Annotated[
         int, _run_opt("--batch-size", min=1, max=65536, help="Sequences per compiled call.")
-    ] = 256,
+    ] = PREDICT_BATCH,
     quiet: Quiet = False,
     verbose: Verbose = False,
     label_col: LabelCol = "label",

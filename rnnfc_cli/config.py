@@ -30,6 +30,10 @@ EPOCHS = 200
 # The conv front end a new model gets unless told otherwise (``ModelConfig.conv``'s own
 # default, "", is what models saved before the front end existed have).
 DEFAULT_CONV = "64:8,128:5,64:3"
+# Seconds between snapshots of a run's full train state (``train --checkpoint-every``).
+CHECKPOINT_EVERY = 5.0
+# Sequences per compiled prediction batch (``predict --batch-size``).
+PREDICT_BATCH = 256
 
 
 def parse_conv(spec: str) -> tuple[tuple[int, int], ...]:

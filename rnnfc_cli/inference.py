@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnfc_cli.config import PREDICT_BATCH
 from rnnfc_cli.models import SequenceClassifier
 from rnnfc_cli.parallel import (
     InFlight,
@@ -24,7 +25,6 @@ from rnnfc_cli.parallel import (
     to_host,
 )
 
-PREDICT_BATCH = 256
 # Batches are padded up to a few sizes (rows to a power of two, steps to a multiple of an
 # eighth of theirs) so that predicting 100 sequences and then 101, or files whose longest
 # sequence differs by a step, run one compiled program (from the compilation cache in a

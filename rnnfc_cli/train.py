@@ -27,7 +27,7 @@ from flax.training import train_state
 from jax.sharding import NamedSharding
 
 from rnnfc_cli.callbacks import Callback
-from rnnfc_cli.config import TrainConfig
+from rnnfc_cli.config import CHECKPOINT_EVERY, TrainConfig
 from rnnfc_cli.errors import TrainingDivergedError, TrainingInterruptedError
 from rnnfc_cli.inference import (
     init_params,
@@ -620,8 +620,11 @@ class _Monitor:
         self.best_accuracy[improved] = accuracy[improved]
         return improved
 
-    def exhausted(self, epoch: int, patience: int) -> bool:
-        return bool(np.all(epoch - self.progress_epoch >= patience))
+    def stops(self, record: EpochRecord, config: TrainConfig) -> bool:
+        """Early stopping after ``record``'s epoch: every member has gone ``patience``
+        epochs without progress, and the run has taken its ``min_steps``."""
+        waited = np.all(record.epoch - self.progress_epoch >= config.patience)
+        return bool(waited) and record.step >= config.min_steps
 
     _FIELDS = ("best_loss", "best_accuracy", "best_epoch", "progress_epoch")
 
@@ -649,9 +652,6 @@ def _keep_improved(best: Any, current: Any, improved: np.ndarray) -> Any:
         return np.where(mask, c, b)
 
     return jax.tree.map(select, best, current)
-
-
-CHECKPOINT_EVERY_SECONDS = 5.0
 
 
 @dataclasses.dataclass
@@ -741,7 +741,7 @@ def fit(
     callbacks: Callback,
     *,
     resume: Callable[[TrainState], TrainSnapshot | None] | None = None,
-    checkpoint_every: float = CHECKPOINT_EVERY_SECONDS,
+    checkpoint_every: float = CHECKPOINT_EVERY,
     stop: threading.Event | None = None,
     keep_last: bool = False,
 ) -> FitResult:
@@ -853,7 +853,7 @@ def fit(
         )
         loop.history.append(record)
         callbacks.on_epoch(record, loop.best_params if improved.any() else None)
-        if monitor.exhausted(loop.epoch, config.patience) and record.step >= config.min_steps:
+        if monitor.stops(record, config):
             break
         loop.next_epoch(shuffle.bit_generator.state)
         if loop.epoch <= config.epochs and clock.due(False):
