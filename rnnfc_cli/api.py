@@ -388,10 +388,9 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _open_model(model_dir: Path):
-    """One version of a saved model (see ``checkpoint.read_model``), in memory; returns its
-    files, ``proba(inputs, lengths, batch_size)`` and ``attribute(inputs, lengths,
-    targets)`` (``attribution.attributions`` of the same parameters)."""
+def load_model(model_dir: Path) -> tuple[checkpoint.ModelFiles, Any, Any]:
+    """One version of a saved model (see ``checkpoint.read_model``), in memory: its files,
+    its Flax model and its stacked parameters."""
     from rnnfc_cli import inference, models, runtime
 
     runtime.configure_jax()
@@ -405,7 +404,15 @@ def _open_model(model_dir: Path):
         )
 
     files, params = checkpoint.read_model(model_dir, load_params)
-    model = models.build_model(files.model)
+    return files, models.build_model(files.model), params
+
+
+def _open_model(model_dir: Path):
+    """``load_model``, with ``proba(inputs, lengths, batch_size)`` and ``attribute(inputs,
+    lengths, targets)`` (``attribution.attributions`` of the same parameters)."""
+    from rnnfc_cli import inference
+
+    files, model, params = load_model(model_dir)
     proba_fn = inference.make_proba_fn(model)
 
     def proba(inputs, lengths: np.ndarray, batch_size: int, on_batch=None) -> np.ndarray:
@@ -549,6 +556,21 @@ def evaluate(
     """Metrics of the model on labelled data; returns the report and the class labels."""
     scored = score(model_dir, path, read, progress)
     return scored.report, scored.classes
+
+
+def export_model(
+    model_dir: Path, path: Path, output_format: str | None = None, platforms: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Write the model as a file that runs without rnnfc (``rnnfc export``); the format
+    is ``output_format``, else the one ``path``'s ending names. Returns the metadata written
+    beside it."""
+    from rnnfc_cli import export
+
+    export.choose_format(path, output_format)  # the only format today: StableHLO
+    files, model, params = load_model(model_dir)
+    return export.export_stablehlo(
+        files, model, params, path, platforms or export.DEFAULT_PLATFORMS
+    )
 
 
 def describe(model_dir: Path) -> dict[str, Any]:

@@ -912,6 +912,52 @@ def report(
 # --- entry point ---------------------------------------------------------------------------
 
 
+@_command("export")
+def export_command(
+    model_dir: ModelDirArg,
+    output: Annotated[
+        Path,
+        _output_opt(
+            "--output", "-o", help="The file to write (.stablehlo), its metadata beside it (.json)."
+        ),
+    ],
+    output_format: Annotated[
+        str | None,
+        _output_opt(
+            "--format", help="stablehlo (default for a .stablehlo file); onnx: not available yet."
+        ),
+    ] = None,
+    platforms: Annotated[
+        str,
+        _output_opt(
+            "--platforms",
+            help="Where the artifact may run, joined by commas: cpu, cuda, rocm, tpu.",
+        ),
+    ] = "cpu,cuda",
+    json_output: Annotated[
+        bool, _output_opt("--json", help="Print the metadata as JSON on stdout, not the path.")
+    ] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Write a model that runs without rnnfc: StableHLO that jax.export loads and calls.
+
+    The artifact holds the scaling, the network and the ensemble average: it takes raw
+    inputs (float32, batch x time x features) and lengths (int32, one per sequence), any
+    batch and any length, and returns probabilities (float32, batch x classes), labels in
+    the metadata's order.
+    """
+    from rnnfc_cli import api
+
+    chosen = tuple(part.strip() for part in platforms.split(",") if part.strip())
+    metadata = api.export_model(model_dir, output, output_format, chosen)
+    if json_output:
+        _print_json(metadata)
+    else:
+        print(output)
+    if not quiet:
+        _note("export", f"metadata (labels in output order) in {output}.json")
+
+
 def _log_traceback() -> Path | None:
     from rnnfc_cli.runtime import cache_dir
 

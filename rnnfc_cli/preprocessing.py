@@ -25,7 +25,7 @@ from rnnfc_cli.readers import (
     valid_steps,
 )
 
-_MIN_STD = 1e-8
+MIN_STD = 1e-8
 # ``normalize="auto"`` scales per sequence when, for some feature, the 90th percentile of
 # the sequences' own standard deviations is more than this many times the 10th: scaled by
 # one training-wide std, the quietest tenth would then reach the model at under 1 % of the
@@ -121,7 +121,7 @@ def fit(
     mean, std = np.zeros(data.num_features), np.ones(data.num_features)
     if normalize == "feature":
         mean, std = feature_moments(data)
-        std = np.maximum(std, _MIN_STD)
+        std = np.maximum(std, MIN_STD)
     return Preprocessing(
         labels=labels,
         label_kind=label_kind(labels),
@@ -164,7 +164,7 @@ def choose_normalization(data: SequenceData, rows: int = CHUNK_ROWS) -> str:
         ]
     )
     for feature in stds.T:
-        moving = feature[feature > _MIN_STD]
+        moving = feature[feature > MIN_STD]
         if len(moving) == 0:
             continue
         low, high = np.percentile(moving, [10, 90])
@@ -173,14 +173,17 @@ def choose_normalization(data: SequenceData, rows: int = CHUNK_ROWS) -> str:
     return "feature"
 
 
-def sequence_moments(inputs: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def sequence_moments(
+    inputs: np.ndarray, lengths: np.ndarray, xp: Any = np
+) -> tuple[np.ndarray, np.ndarray]:
     """Each sequence's own mean and (population) std of each feature over its valid steps,
-    float64[n, 1, features] each."""
-    valid = valid_steps(lengths, inputs.shape[1])[:, :, None]
+    [n, 1, features] each. ``xp`` is the array library (NumPy, or ``jax.numpy`` inside
+    an exported graph, whose time dimension may be symbolic)."""
+    valid = (xp.arange(inputs.shape[1])[None, :] < lengths[:, None])[:, :, None]
     count = lengths[:, None, None]
-    mean = np.where(valid, inputs, 0.0).sum(axis=1, keepdims=True) / count
-    centred = np.where(valid, inputs - mean, 0.0)
-    return mean, np.sqrt((centred**2).sum(axis=1, keepdims=True) / count)
+    mean = xp.where(valid, inputs, 0.0).sum(axis=1, keepdims=True) / count
+    centred = xp.where(valid, inputs - mean, 0.0)
+    return mean, xp.sqrt((centred**2).sum(axis=1, keepdims=True) / count)
 
 
 def feature_moments(data: SequenceData, rows: int = CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
@@ -245,15 +248,18 @@ def transform_inputs(prep: Preprocessing, data: SequenceData) -> np.ndarray | La
     return scale(data.inputs, data.lengths)
 
 
-def scale_block(prep: Preprocessing, inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """``prep``'s scaling of float64[n, time, features] sequences with ``lengths``."""
-    valid = valid_steps(lengths, inputs.shape[1])[:, :, None]
+def scale_block(
+    prep: Preprocessing, inputs: np.ndarray, lengths: np.ndarray, xp: Any = np
+) -> np.ndarray:
+    """``prep``'s scaling of [n, time, features] sequences with ``lengths``, float32, zero
+    at padded steps whatever they held; ``xp`` as in ``sequence_moments``."""
+    valid = (xp.arange(inputs.shape[1])[None, :] < lengths[:, None])[:, :, None]
     if prep.normalize == "sequence":
-        mean, std = sequence_moments(inputs, lengths)
-        scaled = (inputs - mean) / np.maximum(std, _MIN_STD)
+        mean, std = sequence_moments(inputs, lengths, xp)
+        scaled = (inputs - mean) / xp.maximum(std, MIN_STD)
     else:
-        scaled = (inputs - np.asarray(prep.feature_mean)) / np.asarray(prep.feature_std)
-    return np.where(valid, scaled, 0.0).astype(np.float32)
+        scaled = (inputs - xp.asarray(prep.feature_mean)) / xp.asarray(prep.feature_std)
+    return xp.where(valid, scaled, 0.0).astype(xp.float32)
 
 
 def encode_labels(prep: Preprocessing, data: SequenceData) -> np.ndarray:

@@ -1,0 +1,119 @@
+"""``rnnfc export``: a StableHLO artifact that gives ``rnnfc predict --proba``'s
+probabilities from raw inputs, for any batch and length, without rnnfc or Flax."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_sequences, padded, save_random_model
+from typer.testing import CliRunner
+
+from rnnfc_cli import api
+from rnnfc_cli.cli import app
+
+
+def _exported_proba(artifact: Path, inputs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    from jax import export
+
+    exported = export.deserialize(bytearray(artifact.read_bytes()))
+    return np.asarray(exported.call(inputs.astype(np.float32), lengths.astype(np.int32)))
+
+
+def _test_inputs(seed: int, n: int, features: int) -> tuple[np.ndarray, np.ndarray]:
+    """Variable-length sequences, NaN past each end (the artifact must ignore it)."""
+    sequences, _ = make_sequences(n, seed=seed, features=features)
+    return padded(sequences, fill=np.nan), np.array([len(s) for s in sequences])
+
+
+@pytest.mark.parametrize(
+    ("options", "normalize", "members"),
+    [
+        ({"hidden": 6, "dense": (5,), "conv": "4:3", "downsample": 2}, "sequence", 2),
+        (
+            {"hidden": 5, "dense": (4,), "cell": "gru", "pool": "mean,attention", "patch": 3},
+            "feature",
+            1,
+        ),
+    ],
+    ids=["conv-bilstm-ensemble-per-sequence", "gru-patched-per-feature"],
+)
+def test_the_artifact_gives_predicts_probabilities(tmp_path, options, normalize, members):
+    sequences, labels = make_sequences(20, seed=4, features=3)
+    train = tmp_path / "train.npz"
+    np.savez(train, X=padded(sequences), y=np.array(labels))
+    model_dir = tmp_path / "m"
+    save_random_model(model_dir, str(train), options, normalize, members)
+    artifact = tmp_path / "model.stablehlo"
+    metadata = api.export_model(model_dir, artifact)
+
+    inputs, lengths = _test_inputs(seed=5, n=7, features=3)
+    test = tmp_path / "test.npz"
+    np.savez(test, X=inputs, lengths=lengths)
+    expected = api.predict(model_dir, str(test)).proba
+    np.testing.assert_allclose(_exported_proba(artifact, inputs, lengths), expected, atol=1e-5)
+    # Another batch size and another length: the same artifact, rows predicted alike.
+    longer = np.concatenate([inputs[:3], np.full((3, 5, 3), 7.0)], axis=1)
+    np.testing.assert_allclose(
+        _exported_proba(artifact, longer, lengths[:3]), expected[:3], atol=1e-5
+    )
+    assert metadata["labels"] == api.describe(model_dir)["labels"]
+    saved = json.loads((tmp_path / "model.stablehlo.json").read_text())
+    assert saved == json.loads(json.dumps(metadata))
+    assert saved["platforms"] == ["cpu", "cuda"]
+
+
+_WITHOUT_RNNFC = """
+import sys
+sys.modules["rnnfc_cli"] = None  # any import of these fails
+sys.modules["flax"] = None
+import json
+import numpy as np
+from jax import export
+artifact, inputs = sys.argv[1], np.load(sys.argv[2])
+exported = export.deserialize(bytearray(open(artifact, "rb").read()))
+proba = exported.call(inputs["X"].astype(np.float32), inputs["lengths"].astype(np.int32))
+print(json.dumps(np.asarray(proba).tolist()))
+"""
+
+
+def test_the_command_writes_an_artifact_that_runs_without_rnnfc(trained_model, tiny_data, tmp_path):
+    artifact = tmp_path / "tiny.stablehlo"
+    result = CliRunner().invoke(app, ["export", str(trained_model), "-o", str(artifact)])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == str(artifact)
+
+    inputs, lengths = _test_inputs(seed=6, n=5, features=2)
+    test = tmp_path / "test.npz"
+    np.savez(test, X=inputs, lengths=lengths)
+    alone = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_RNNFC, str(artifact), str(test)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    expected = api.predict(trained_model, str(test)).proba
+    np.testing.assert_allclose(np.array(json.loads(alone.stdout)), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-o", "{tmp}/m.onnx"], "--format onnx: not available yet"),
+        (["-o", "{tmp}/m.bin"], "-o {tmp}/m.bin: cannot tell the format"),
+        (["-o", "{tmp}/m.stablehlo", "--platforms", "cpu,gpu"], "--platforms 'gpu'"),
+        (["-o", "{tmp}/no/such/dir/m.stablehlo"], "cannot write"),
+    ],
+    ids=["onnx", "unknown-ending", "platform", "unwritable"],
+)
+def test_what_cannot_be_exported_is_one_line_and_exit_2(trained_model, tmp_path, args, message):
+    args = [a.format(tmp=tmp_path) for a in args]
+    result = CliRunner().invoke(app, ["export", str(trained_model), *args])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and message.format(tmp=tmp_path) in result.stderr
+    assert not list(tmp_path.glob("m.*"))
