@@ -30,7 +30,10 @@ def outputs(tiny_data, trained_model, tmp_path_factory):
     predict = invoke(
         "predict", trained_model, tiny_data["test_long"], "--format", "jsonl", "--proba"
     )
+    artifact = tmp_path_factory.mktemp("export") / "m.stablehlo"
+    exported = invoke("export", trained_model, "-o", artifact, "--json", "-q")
     return {
+        "export": [json.loads(exported.stdout), json.loads(Path(f"{artifact}.json").read_text())],
         "train": [json.loads(train.stdout)],
         "eval": [
             json.loads(invoke("eval", trained_model, tiny_data["test_long"], "--json").stdout)
@@ -40,7 +43,7 @@ def outputs(tiny_data, trained_model, tmp_path_factory):
     }
 
 
-@pytest.mark.parametrize("name", ["train", "eval", "info", "predict"])
+@pytest.mark.parametrize("name", ["train", "eval", "info", "predict", "export"])
 def test_json_output_matches_its_schema(outputs, name):
     validator = _validator(name)
     assert outputs[name]
