@@ -22,7 +22,15 @@ import numpy as np
 
 from rnnfc_cli import __version__, checkpoint, preprocessing, readers
 from rnnfc_cli.callbacks import Callback, CallbackList, ProgressOnly
-from rnnfc_cli.config import CHECKPOINT_EVERY, PREDICT_BATCH, REFIT_BELOW, ModelConfig, TrainConfig
+from rnnfc_cli.config import (
+    CHECKPOINT_EVERY,
+    NORMALIZATIONS,
+    PREDICT_BATCH,
+    REFIT_BELOW,
+    ModelConfig,
+    TrainConfig,
+    check_choice,
+)
 from rnnfc_cli.errors import BadInputError, ModelDirError, RnnfcError
 from rnnfc_cli.lazy import blocks
 from rnnfc_cli.metrics import Report, classification_report
@@ -68,6 +76,9 @@ class TrainRequest:
     resume: bool = False
     checkpoint_every: float = CHECKPOINT_EVERY
     stop: threading.Event | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("--normalize", self.normalize, NORMALIZATIONS)
 
     @classmethod
     def from_settings(cls, settings: RunSettings, **where: Any) -> TrainRequest:

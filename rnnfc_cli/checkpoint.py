@@ -44,6 +44,7 @@ from rnnfc_cli.errors import BadInputError, ModelDirError
 from rnnfc_cli.preprocessing import Preprocessing
 from rnnfc_cli.snapshots import SnapshotStore, writing_manager
 from rnnfc_cli.staging import (
+    REPLACED_PREFIX,
     TRAIN_STATE_DIR,
     Staging,
     read_json,
@@ -178,11 +179,6 @@ class ModelDirWriter:
             yield
         except OSError as err:
             raise self._staging.save_error(err) from None
-
-
-# Where ``publish`` keeps a replaced model for the instant it takes to rename the new one
-# in, when the two cannot be swapped in one step; readers that find it wait for the new one.
-REPLACED_PREFIX = ".{name}.old-"
 
 
 class NullWriter:

@@ -662,12 +662,12 @@ def _resume_settings(
         if name in RunSettings.RESUME_MAY_CHANGE and explicit:
             settings[name] = value
             continue
-        if name in saved:  # else the setting is newer than the run: its default
-            settings[name] = saved[name]
-        if explicit and value != saved.get(name):
+        # A setting newer than the saved run takes its default, as the run did.
+        settings[name] = saved.get(name, getattr(RunSettings, name))
+        if explicit and value != settings[name]:
             raise BadInputError(
                 f"{flags[name]} {value}: --resume continues a run made with "
-                f"{saved.get(name)}; drop the option, or start over with --force"
+                f"{settings[name]}; drop the option, or start over with --force"
             )
     return settings
 
@@ -948,7 +948,9 @@ def export_command(
     """
     from rnnfc_cli import api
 
-    chosen = tuple(part.strip() for part in platforms.split(",") if part.strip())
+    chosen = tuple(dict.fromkeys(part.strip() for part in platforms.split(",") if part.strip()))
+    if not chosen:
+        raise BadInputError(f"--platforms '{platforms}': name at least one of cpu, cuda, rocm, tpu")
     metadata = api.export_model(model_dir, output, output_format, chosen)
     if json_output:
         _print_json(metadata)

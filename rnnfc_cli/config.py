@@ -150,6 +150,7 @@ class ModelConfig(_Serializable):
 
     def __post_init__(self) -> None:
         """The library gets the checks the command line gets; messages name the flag."""
+        object.__setattr__(self, "dense", tuple(self.dense))  # hashable, as JSON gives lists
         check_choice("--cell", self.cell, CELLS)
         check_range("--hidden", self.hidden, 1, 8192)
         check_range("--layers", self.layers, 0, 16)
@@ -164,7 +165,13 @@ class ModelConfig(_Serializable):
         check_range("--dropout", self.dropout, 0.0, 1.0, closed=False)
         check_range("--patch", self.patch, 0, 1024)
         check_choice("--precision", self.precision, PRECISIONS)
-        for channels, kernel in parse_conv(self.conv):
+        try:
+            blocks = parse_conv(self.conv)
+        except ValueError:
+            raise BadInputError(
+                f"--conv '{self.conv}': expected channels:kernel blocks like 64:8,128:5 (or 'none')"
+            ) from None
+        for channels, kernel in blocks:
             if not (1 <= channels <= 4096 and 1 <= kernel <= 1024):
                 raise BadInputError(
                     f"--conv '{channels}:{kernel}': channels must be 1 to 4096 and the kernel "
@@ -172,7 +179,7 @@ class ModelConfig(_Serializable):
                 )
         check_range("--downsample", self.downsample, 0, 1024)
         check_range("--branch-dropout", self.branch_dropout, 0.0, 1.0, closed=False)
-        if not self.layers and not (self.conv and self.skip):
+        if not self.layers and not (blocks and self.skip):
             raise BadInputError("--layers 0: needs a conv front end (--conv) and its skip path")
 
 

@@ -115,7 +115,12 @@ def export_stablehlo(
     text = json.dumps(metadata, indent=2) + "\n"
     try:
         write_bytes_atomic(path, bytes(exported.serialize()))
+    except OSError as err:  # whatever was at ``path`` is left as it was
+        raise BadInputError(f"-o {path}: cannot write ({err.strerror or err})") from None
+    try:
         write_bytes_atomic(metadata_path(path), text.encode())
     except OSError as err:
-        raise BadInputError(f"-o {path}: cannot write ({err.strerror})") from None
+        path.unlink(missing_ok=True)  # never an artifact without its labels
+        where = metadata_path(path)
+        raise BadInputError(f"-o {path}: cannot write {where} ({err.strerror or err})") from None
     return metadata

@@ -34,6 +34,9 @@ MIN_COMPILED_ROWS = 8
 MIN_STEP_GRAIN = 8
 
 ProbaFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
+# Compiled functions kept per process (one per model, see ``_initializer``): enough for a
+# training, its refit and an evaluation, bounded for a library caller sweeping many models.
+COMPILED_PER_PROCESS = 16
 
 
 def member_keys(seed: int, members: int) -> jax.Array:
@@ -49,7 +52,7 @@ def init_params(model: SequenceClassifier, keys: jax.Array) -> Any:
 # One compiled function per model (Flax modules compare and hash by their fields), so
 # that a second training of the same model in one process (the refit), or its evaluation
 # after training, neither traces nor compiles again.
-@functools.cache
+@functools.lru_cache(maxsize=COMPILED_PER_PROCESS)
 def _initializer(model: SequenceClassifier) -> Callable[[jax.Array], Any]:
     def init(key):
         inputs = jnp.zeros((1, 1, model.num_features), jnp.float32)
@@ -63,7 +66,7 @@ def abstract_params(model: SequenceClassifier, members: int) -> Any:
     return jax.eval_shape(lambda: init_params(model, member_keys(0, members)))
 
 
-@functools.cache
+@functools.lru_cache(maxsize=COMPILED_PER_PROCESS)
 def make_proba_fn(model: SequenceClassifier) -> ProbaFn:
     """A compiled ``(stacked params, inputs, lengths) -> float32[members, batch, classes]``,
     one per model (see ``_initializer``)."""

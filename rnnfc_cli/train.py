@@ -30,6 +30,7 @@ from rnnfc_cli.callbacks import Callback
 from rnnfc_cli.config import CHECKPOINT_EVERY, TrainConfig
 from rnnfc_cli.errors import TrainingDivergedError, TrainingInterruptedError
 from rnnfc_cli.inference import (
+    COMPILED_PER_PROCESS,
     init_params,
     make_proba_fn,
     member_keys,
@@ -158,7 +159,7 @@ def create_train_state(
     return _state_creator(model, config.clip_norm > 0)(params, *numbers)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=COMPILED_PER_PROCESS)
 def _state_creator(model: SequenceClassifier, clipped: bool) -> Callable[..., TrainState]:
     """The compiled ``(stacked params, schedule, hyperparameters) -> TrainState``, one per
     model and optimizer structure (see ``inference._initializer``)."""
@@ -271,6 +272,8 @@ def make_ensemble_step(
     """
     compiled = _compiled_step(label_smoothing, shardings)
     weights = jnp.asarray(weights_by_class, jnp.float32)
+    if shardings is not None:
+        weights = place(weights, shardings[1])  # on every device once, not at each step
 
     def step(state, batch, keys):
         return compiled(state, batch, keys, weights)
@@ -278,7 +281,7 @@ def make_ensemble_step(
     return step if shardings is None else _bounded(step)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=COMPILED_PER_PROCESS)
 def _compiled_step(
     label_smoothing: float, shardings: tuple[NamedSharding, NamedSharding] | None
 ) -> Callable[..., tuple[TrainState, Metrics]]:

@@ -40,6 +40,7 @@ def answer(kind: str, model_dir: Path, data: Path) -> object:
         return report.to_dict(classes)
     description = api.describe(model_dir)
     del description["model_dir"]  # the path read, the same for every version
+    del description["summary"]["model_id"]  # fresh in every published copy (see _write)
     return description
 
 
@@ -110,6 +111,11 @@ def _write(model_dir: Path, swaps: int, versions: list[Path]) -> None:
     for i in range(swaps):
         built = staging.staging_dir(model_dir)
         shutil.copytree(versions[(i + 1) % len(versions)], built)
+        # A fresh model id, as every training writes: readers tell versions apart by it,
+        # and the same id coming back three swaps later would fool them (A, B, C, A).
+        summary = json.loads((built / "summary.json").read_text())
+        summary["model_id"] = f"swap-{i}"
+        (built / "summary.json").write_text(json.dumps(summary))
         # Every other swap takes the two renames used where one atomic swap is impossible.
         staging._exchange = exchange if i % 2 else lambda first, second: False
         staging.publish(built, model_dir)

@@ -107,9 +107,10 @@ def test_the_command_writes_an_artifact_that_runs_without_rnnfc(trained_model, t
         (["-o", "{tmp}/m.onnx"], "--format onnx: not available yet"),
         (["-o", "{tmp}/m.bin"], "-o {tmp}/m.bin: cannot tell the format"),
         (["-o", "{tmp}/m.stablehlo", "--platforms", "cpu,gpu"], "--platforms 'gpu'"),
+        (["-o", "{tmp}/m.stablehlo", "--platforms", ","], "--platforms ','"),
         (["-o", "{tmp}/no/such/dir/m.stablehlo"], "cannot write"),
     ],
-    ids=["onnx", "unknown-ending", "platform", "unwritable"],
+    ids=["onnx", "unknown-ending", "platform", "no-platform", "unwritable"],
 )
 def test_what_cannot_be_exported_is_one_line_and_exit_2(trained_model, tmp_path, args, message):
     args = [a.format(tmp=tmp_path) for a in args]

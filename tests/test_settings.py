@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
+from pathlib import Path
 
 import pytest
 import typer
@@ -108,3 +109,22 @@ def test_a_library_request_from_settings_is_the_command_lines(tiny_data, tmp_pat
     assert request.model_options["dense"] == (8,) and request.model_options["patch"] == 0
     saved = tomllib.loads(request.extra_files["config.toml"].decode())
     assert RunSettings.from_mapping(saved, "config.toml") == settings
+
+
+def test_library_values_are_normalised_and_checked_like_flags():
+    # JSON and hand-written calls give lists; the model must stay hashable (it keys the
+    # compiled functions).
+    config = ModelConfig(2, 2, dense=[4, 3])
+    assert config.dense == (4, 3) and hash(config)
+    with pytest.raises(BadInputError, match="--layers 0"):
+        ModelConfig(2, 2, layers=0, conv="none")
+    with pytest.raises(BadInputError, match=re.escape("--conv '4:x'")):
+        ModelConfig(2, 2, conv="4:x")
+    with pytest.raises(BadInputError, match=re.escape("--normalize 'Feature'")):
+        api.TrainRequest(
+            data="d.csv",
+            model_dir=Path("m"),
+            model_options={},
+            train=TrainConfig(),
+            normalize="Feature",
+        )
