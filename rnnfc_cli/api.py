@@ -12,6 +12,7 @@ import hashlib
 import json
 import platform
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from importlib import metadata
@@ -131,12 +132,27 @@ class _Recorder(Callback):
         return snapshot
 
 
+class _PhaseClock:
+    """Wall seconds of the phases of a training run, each ``lap`` ending one."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds = {**self.seconds, phase: round(now - self._last, 3)}
+        self._last = now
+
+
 def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dict[str, Any]:
     """Read, preprocess, fit with early stopping and save a model directory.
 
     Returns:
-      The training summary (also saved as ``summary.json``).
+      The training summary (also saved as ``summary.json``); its ``seconds`` say where the
+      wall time went, phase by phase.
     """
+    clock = _PhaseClock()
     full = readers.read_sequences(request.data, request.read)
     if request.val is not None:
         train_data, val_data = full, readers.read_sequences(request.val, request.read)
@@ -150,6 +166,7 @@ def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dic
                 "set; add data or give --val FILE"
             )
         train_data, val_data = full.subset(train_index), full.subset(val_index)
+    clock.lap("read")
     # Saved, keyed and refitted with the epochs chosen for this data.
     request = dataclasses.replace(request, train=request.train.resolved(len(train_data)))
     refitting = _refits(request, held_out=len(val_data))
@@ -167,6 +184,7 @@ def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dic
         num_features=prep.num_features, num_classes=len(prep.labels), **options
     )
 
+    clock.lap("preprocess")
     from rnnfc_cli import models, runtime, train
 
     runtime.configure_jax()
@@ -182,6 +200,7 @@ def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dic
         for name, content in request.extra_files.items():
             writer.write_file(name, content)
         recorder = _Recorder(writer)
+        clock.lap("start")
         result = train.fit(
             model,
             _validation_run(request.train, refitting),
@@ -192,6 +211,7 @@ def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dic
             checkpoint_every=request.checkpoint_every,
             stop=request.stop,
         )
+        clock.lap("train")
         refit_epochs = _refit_epochs(request.train, result, len(full)) if refitting else 0
         if refit_epochs:
             # A refit interrupted or killed resumes from the validation run's last snapshot
@@ -214,6 +234,7 @@ def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dic
                 train_seconds=result.train_seconds + refit.train_seconds,
                 steps=result.steps + refit.steps,
             )
+            clock.lap("refit")
         summary = {
             "model_dir": str(request.model_dir),
             "epochs_run": result.epochs_run,
@@ -242,6 +263,7 @@ def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dic
             "versions": _versions(),
             "trained_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "model_id": uuid.uuid4().hex,
+            "seconds": clock.seconds,
         }
         classes = [prep.output_label(label) for label in prep.labels]
         validation = classification_report(val_arrays.labels, result.val_proba)
@@ -249,7 +271,8 @@ def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dic
             checkpoint.VALIDATION_FILE, json.dumps(validation.to_dict(classes), indent=2).encode()
         )
         writer.commit(summary, result.params, result.best_epoch)
-    return summary
+    clock.lap("save")  # after summary.json was written: in the returned summary only
+    return {**summary, "seconds": clock.seconds}
 
 
 def _open_writer(request: TrainRequest, run_key: str):

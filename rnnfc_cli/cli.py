@@ -560,6 +560,9 @@ def train(
         _print_json(summary)
     elif speaker:
         display.render_train_summary(summary)
+    if speaker and verbose and not quiet:
+        phases = ", ".join(f"{name} {value:.2f}" for name, value in summary["seconds"].items())
+        _note("train", f"seconds by phase: {phases}")
     if summary["diverged_at"]:
         where = summary["diverged_at"]
         raise TrainingDivergedError(

@@ -41,6 +41,10 @@ def test_train_json_summary_has_the_documented_keys(tiny_data, tmp_path):
     ):
         assert key in summary
     assert summary["epochs_run"] == 2
+    phases = summary["seconds"]
+    assert list(phases) == ["read", "preprocess", "start", "train", "save"]  # no refit here
+    assert all(value >= 0 for value in phases.values())
+    assert phases["train"] >= summary["train_seconds"] - 0.05  # fit's own clock is inside
     metrics = (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in metrics] == [1, 2]
 
