@@ -118,3 +118,21 @@ def test_what_cannot_be_exported_is_one_line_and_exit_2(trained_model, tmp_path,
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and message.format(tmp=tmp_path) in result.stderr
     assert not list(tmp_path.glob("m.*"))
+
+
+def test_a_model_with_time_features_is_refused_not_exported_wrong(tmp_path):
+    """Its derived inputs (gaps between timestamps) are not in the graph: exit 2, no file."""
+    sequences, labels = make_sequences(12, seed=7, features=2)
+    train = tmp_path / "train.npz"
+    np.savez(train, X=padded(sequences), y=np.array(labels))
+    model_dir = tmp_path / "m"
+    save_random_model(model_dir, str(train), {"hidden": 4, "dense": (4,)}, "feature", 1)
+    preprocessing = model_dir / "preprocessing.json"
+    saved = json.loads(preprocessing.read_text())
+    preprocessing.write_text(json.dumps({**saved, "time_features": ["gap"]}))
+    result = CliRunner().invoke(
+        app, ["export", str(model_dir), "-o", str(tmp_path / "m.stablehlo")]
+    )
+    assert result.exit_code == 2
+    assert "--time-features (gap)" in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "m.stablehlo").exists()
