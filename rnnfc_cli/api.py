@@ -25,12 +25,14 @@ from rnnfc_cli import __version__, checkpoint, preprocessing, readers
 from rnnfc_cli.callbacks import Callback, CallbackList, ProgressOnly
 from rnnfc_cli.config import (
     CHECKPOINT_EVERY,
+    DEFAULT_PLATFORMS,
     NORMALIZATIONS,
     PREDICT_BATCH,
     REFIT_BELOW,
     ModelConfig,
     TrainConfig,
     check_choice,
+    parse_platforms,
 )
 from rnnfc_cli.errors import BadInputError, ModelDirError, RnnfcError
 from rnnfc_cli.lazy import blocks
@@ -265,7 +267,7 @@ def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dic
             "model_id": uuid.uuid4().hex,
             "seconds": clock.seconds,
         }
-        classes = [prep.output_label(label) for label in prep.labels]
+        classes = prep.output_labels
         validation = classification_report(val_arrays.labels, result.val_proba)
         writer.write_file(
             checkpoint.VALIDATION_FILE, json.dumps(validation.to_dict(classes), indent=2).encode()
@@ -501,7 +503,7 @@ def predict_chunks(
     sequences = readers.read_sequences(path, dataclasses.replace(read, require_labels=False))
     inputs = preprocessing.transform_inputs(files.preprocessing, sequences)
     prep = files.preprocessing
-    classes = [prep.output_label(label) for label in prep.labels]
+    classes = prep.output_labels
     n, steps, features = inputs.shape
     on_batch = _counter(progress, n)
     rows = max(1, PREDICT_CHUNK_BYTES // (steps * features * 8) // batch_size) * batch_size
@@ -571,7 +573,7 @@ def score(
     inputs = preprocessing.transform_inputs(prep, sequences)
     true = preprocessing.encode_labels(prep, sequences)
     proba = proba_of(inputs, sequences.lengths, PREDICT_BATCH, _counter(progress, len(sequences)))
-    classes = [prep.output_label(x) for x in prep.labels]
+    classes = prep.output_labels
 
     def attribute_rows(rows: np.ndarray, targets: np.ndarray) -> list[np.ndarray]:
         rows = np.asarray(rows)
@@ -593,18 +595,20 @@ def evaluate(
 
 
 def export_model(
-    model_dir: Path, path: Path, output_format: str | None = None, platforms: tuple[str, ...] = ()
+    model_dir: Path,
+    path: Path,
+    output_format: str | None = None,
+    platforms: str = DEFAULT_PLATFORMS,
 ) -> dict[str, Any]:
     """Write the model as a file that runs without rnnfc (``rnnfc export``); the format
-    is ``output_format``, else the one ``path``'s ending names. Returns the metadata written
-    beside it."""
+    is ``output_format``, else the one ``path``'s ending names; ``platforms`` as
+    ``--platforms`` takes them. Returns the metadata written beside it."""
     from rnnfc_cli import export
 
     export.choose_format(path, output_format)  # the only format today: StableHLO
+    chosen = parse_platforms(platforms)  # before the model is loaded
     files, model, params = load_model(model_dir)
-    return export.export_stablehlo(
-        files, model, params, path, platforms or export.DEFAULT_PLATFORMS
-    )
+    return export.export_stablehlo(files, model, params, path, chosen)
 
 
 def describe(model_dir: Path) -> dict[str, Any]:
@@ -621,7 +625,7 @@ def description(files: checkpoint.ModelFiles) -> dict[str, Any]:
         "model_dir": str(files.path),
         "model": files.model.to_dict(),
         "train": files.train.to_dict(),
-        "labels": [prep.output_label(x) for x in prep.labels],
+        "labels": prep.output_labels,
         "features": prep.num_features,
         "feature_names": None if prep.feature_names is None else list(prep.feature_names),
         "columns": {

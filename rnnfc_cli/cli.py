@@ -33,6 +33,7 @@ from rnnfc_cli.config import (
     CELLS,
     CHECKPOINT_EVERY,
     CLASS_WEIGHTS,
+    DEFAULT_PLATFORMS,
     EPOCHS,
     MONITORS,
     NORMALIZATIONS,
@@ -936,7 +937,7 @@ def export_command(
             "--platforms",
             help="Where the artifact may run, joined by commas: cpu, cuda, rocm, tpu.",
         ),
-    ] = "cpu,cuda",
+    ] = DEFAULT_PLATFORMS,
     json_output: Annotated[
         bool, _output_opt("--json", help="Print the metadata as JSON on stdout, not the path.")
     ] = False,
@@ -949,18 +950,15 @@ def export_command(
     batch and any length, and returns probabilities (float32, batch x classes), labels in
     the metadata's order.
     """
-    from rnnfc_cli import api
+    from rnnfc_cli import api, export
 
-    chosen = tuple(dict.fromkeys(part.strip() for part in platforms.split(",") if part.strip()))
-    if not chosen:
-        raise BadInputError(f"--platforms '{platforms}': name at least one of cpu, cuda, rocm, tpu")
-    metadata = api.export_model(model_dir, output, output_format, chosen)
+    metadata = api.export_model(model_dir, output, output_format, platforms)
     if json_output:
         _print_json(metadata)
     else:
         print(output)
     if not quiet:
-        _note("export", f"metadata (labels in output order) in {output}.json")
+        _note("export", f"metadata (labels in output order) in {export.metadata_path(output)}")
 
 
 def _log_traceback() -> Path | None:

@@ -30,6 +30,9 @@ EPOCHS = 200
 # The conv front end a new model gets unless told otherwise (``ModelConfig.conv``'s own
 # default, "", is what models saved before the front end existed have).
 DEFAULT_CONV = "64:8,128:5,64:3"
+# Where an exported model may run (``export --platforms``), and where it does by default.
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+DEFAULT_PLATFORMS = "cpu,cuda"
 # Seconds between snapshots of a run's full train state (``train --checkpoint-every``).
 CHECKPOINT_EVERY = 5.0
 # Sequences per compiled prediction batch (``predict --batch-size``).
@@ -46,6 +49,27 @@ def parse_conv(spec: str) -> tuple[tuple[int, int], ...]:
         channels, kernel = (int(value) for value in part.split(":"))
         blocks.append((channels, kernel))
     return tuple(blocks)
+
+
+def conv_blocks(spec: str) -> tuple[tuple[int, int], ...]:
+    """``parse_conv`` for settings: a malformed spec is a usage error naming ``--conv``."""
+    try:
+        return parse_conv(spec)
+    except ValueError:
+        raise BadInputError(
+            f"--conv '{spec}': expected channels:kernel blocks like 64:8,128:5 (or 'none')"
+        ) from None
+
+
+def parse_platforms(text: str) -> tuple[str, ...]:
+    """``--platforms``: "cpu,cuda" -> ("cpu", "cuda"), each known, none twice, at least one."""
+    chosen = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not chosen:
+        raise BadInputError(f"--platforms '{text}': name at least one of {', '.join(PLATFORMS)}")
+    for platform in chosen:
+        if platform not in PLATFORMS:
+            raise BadInputError(f"--platforms '{platform}': choose among {', '.join(PLATFORMS)}")
+    return chosen
 
 
 def check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:
@@ -165,12 +189,7 @@ class ModelConfig(_Serializable):
         check_range("--dropout", self.dropout, 0.0, 1.0, closed=False)
         check_range("--patch", self.patch, 0, 1024)
         check_choice("--precision", self.precision, PRECISIONS)
-        try:
-            blocks = parse_conv(self.conv)
-        except ValueError:
-            raise BadInputError(
-                f"--conv '{self.conv}': expected channels:kernel blocks like 64:8,128:5 (or 'none')"
-            ) from None
+        blocks = conv_blocks(self.conv)
         for channels, kernel in blocks:
             if not (1 <= channels <= 4096 and 1 <= kernel <= 1024):
                 raise BadInputError(

@@ -23,8 +23,6 @@ from rnnfc_cli.preprocessing import scale_block
 FORMATS = ("stablehlo", "onnx")
 # The file endings that choose a format when --format is not given.
 EXTENSIONS = {".stablehlo": "stablehlo", ".onnx": "onnx"}
-PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
-DEFAULT_PLATFORMS = ("cpu", "cuda")
 
 
 def metadata_path(path: Path) -> Path:
@@ -79,9 +77,6 @@ def export_stablehlo(
             f"{files.path}: trained with --time-features ({', '.join(prep_time_features)}), "
             "which export does not derive yet; export a model trained without them"
         )
-    for platform in platforms:
-        if platform not in PLATFORMS:
-            raise BadInputError(f"--platforms '{platform}': choose among {', '.join(PLATFORMS)}")
     import jax
     import jax.numpy as jnp
     from jax import export
@@ -101,7 +96,7 @@ def export_stablehlo(
             "lengths": "int32[batch]",
         },
         "outputs": {"probabilities": f"float32[batch, {len(prep.labels)}]"},
-        "labels": [prep.output_label(label) for label in prep.labels],
+        "labels": prep.output_labels,
         "feature_names": None if prep.feature_names is None else list(prep.feature_names),
         "input_format": prep.source_format,
         "normalize": prep.normalize,

@@ -25,7 +25,7 @@ from rnnfc_cli.readers import (
     valid_steps,
 )
 
-MIN_STD = 1e-8
+_MIN_STD = 1e-8
 # ``normalize="auto"`` scales per sequence when, for some feature, the 90th percentile of
 # the sequences' own standard deviations is more than this many times the 10th: scaled by
 # one training-wide std, the quietest tenth would then reach the model at under 1 % of the
@@ -102,6 +102,11 @@ class Preprocessing:
         """A label as the user wrote it: an integer again when all labels are integers."""
         return int(label) if self.label_kind == "int" else label
 
+    @property
+    def output_labels(self) -> list[int | str]:
+        """Every class as the user wrote it, in class-index order (probabilities' order)."""
+        return [self.output_label(label) for label in self.labels]
+
 
 def fit(
     data: SequenceData, normalize: str = "auto", read: ReadOptions | None = None
@@ -121,7 +126,7 @@ def fit(
     mean, std = np.zeros(data.num_features), np.ones(data.num_features)
     if normalize == "feature":
         mean, std = feature_moments(data)
-        std = np.maximum(std, MIN_STD)
+        std = np.maximum(std, _MIN_STD)
     return Preprocessing(
         labels=labels,
         label_kind=label_kind(labels),
@@ -164,7 +169,7 @@ def choose_normalization(data: SequenceData, rows: int = CHUNK_ROWS) -> str:
         ]
     )
     for feature in stds.T:
-        moving = feature[feature > MIN_STD]
+        moving = feature[feature > _MIN_STD]
         if len(moving) == 0:
             continue
         low, high = np.percentile(moving, [10, 90])
@@ -177,9 +182,8 @@ def sequence_moments(
     inputs: np.ndarray, lengths: np.ndarray, xp: Any = np
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each sequence's own mean and (population) std of each feature over its valid steps,
-    [n, 1, features] each. ``xp`` is the array library (NumPy, or ``jax.numpy`` inside
-    an exported graph, whose time dimension may be symbolic)."""
-    valid = (xp.arange(inputs.shape[1])[None, :] < lengths[:, None])[:, :, None]
+    [n, 1, features] each; ``xp`` as in ``valid_steps``."""
+    valid = valid_steps(lengths, inputs.shape[1], xp)[:, :, None]
     count = lengths[:, None, None]
     mean = xp.where(valid, inputs, 0.0).sum(axis=1, keepdims=True) / count
     centred = xp.where(valid, inputs - mean, 0.0)
@@ -252,11 +256,11 @@ def scale_block(
     prep: Preprocessing, inputs: np.ndarray, lengths: np.ndarray, xp: Any = np
 ) -> np.ndarray:
     """``prep``'s scaling of [n, time, features] sequences with ``lengths``, float32, zero
-    at padded steps whatever they held; ``xp`` as in ``sequence_moments``."""
-    valid = (xp.arange(inputs.shape[1])[None, :] < lengths[:, None])[:, :, None]
+    at padded steps whatever they held; ``xp`` as in ``valid_steps``."""
+    valid = valid_steps(lengths, inputs.shape[1], xp)[:, :, None]
     if prep.normalize == "sequence":
         mean, std = sequence_moments(inputs, lengths, xp)
-        scaled = (inputs - mean) / xp.maximum(std, MIN_STD)
+        scaled = (inputs - mean) / xp.maximum(std, _MIN_STD)
     else:
         scaled = (inputs - xp.asarray(prep.feature_mean)) / xp.asarray(prep.feature_std)
     return xp.where(valid, scaled, 0.0).astype(xp.float32)

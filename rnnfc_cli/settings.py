@@ -25,7 +25,7 @@ from rnnfc_cli.config import (
     ModelConfig,
     TrainConfig,
     check_choice,
-    parse_conv,
+    conv_blocks,
 )
 from rnnfc_cli.errors import BadInputError
 
@@ -54,13 +54,7 @@ def parse_auto(option: str, text: str, most: int, what: str = "a number of steps
 def normal_conv(text: str) -> str:
     """``--conv`` in its one spelling ("64:8,128:5", "" for none); a malformed spec is a
     usage error (the ranges are ``ModelConfig``'s to check)."""
-    try:
-        blocks = parse_conv(text)
-    except ValueError:
-        raise BadInputError(
-            f"--conv '{text}': expected channels:kernel blocks like 64:8,128:5 (or 'none')"
-        ) from None
-    return ",".join(f"{channels}:{kernel}" for channels, kernel in blocks)
+    return ",".join(f"{channels}:{kernel}" for channels, kernel in conv_blocks(text))
 
 
 def normal_pool(text: str) -> str:

@@ -778,7 +778,7 @@ def fit(
     monitor = _Monitor(config.monitor, config.ensemble)
     resumed = resume(jax.device_get(state)) if resume is not None else None
     if resumed is None:
-        loop = _Loop(state, None, [], epoch=1, batches_done=0, shuffle_state={})
+        loop = _Loop(state, None, [], 1, 0, shuffle_state=shuffle.bit_generator.state)
     else:
         loop = _Loop.resumed(resumed)
         shuffle.bit_generator.state = resumed.shuffle_state
@@ -801,7 +801,6 @@ def fit(
     diverged_at = None
     while loop.epoch <= config.epochs:
         epoch_start = time.perf_counter()
-        loop.shuffle_state = shuffle.bit_generator.state
         order = shuffle.permutation(len(train))
         step_losses = []  # not yet looked at for non-finite values
         batches = _train_batches(

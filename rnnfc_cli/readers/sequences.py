@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -112,10 +113,11 @@ def time_feature_name(time_col: str, kind: str) -> str:
     return f"{time_col}:{kind}"
 
 
-def valid_steps(lengths: np.ndarray, steps: int) -> np.ndarray:
+def valid_steps(lengths: np.ndarray, steps: int, xp: Any = np) -> np.ndarray:
     """bool[n, steps]: which steps of each padded sequence hold data (the first
-    ``lengths[i]``)."""
-    return np.arange(steps)[None, :] < lengths[:, None]
+    ``lengths[i]``). ``xp`` is the array library: NumPy, or ``jax.numpy`` inside an
+    exported graph, where ``steps`` may be symbolic."""
+    return xp.arange(steps)[None, :] < lengths[:, None]
 
 
 def canonical_labels(labels: np.ndarray, where: str = "labels") -> np.ndarray:
