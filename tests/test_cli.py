@@ -126,12 +126,13 @@ def test_info_json(trained_model):
     assert info["summary"]["params"] > 0
 
 
-def test_help_and_version_do_not_import_jax():
+def test_help_and_version_do_not_import_jax_or_pyarrow():
     code = (
         "import sys; from rnnfc_cli.cli import main; "
         "assert main(['--version']) == 0; "
         "assert main(['train', '--help']) == 0; "
-        "assert 'jax' not in sys.modules, 'jax imported'"
+        "assert 'jax' not in sys.modules, 'jax imported'; "
+        "assert 'pyarrow' not in sys.modules, 'pyarrow imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 

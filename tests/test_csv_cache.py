@@ -19,6 +19,7 @@ from rnnfc_cli.readers import csv_cache
 @pytest.fixture()
 def small_blocks(monkeypatch, tmp_path):
     monkeypatch.setattr(csv_cache, "BLOCK_ROWS", 7)  # many blocks, cut mid-file
+    monkeypatch.setattr(csv_cache, "BLOCK_BYTES", 200)
     monkeypatch.setenv("RNNFC_CACHE_DIR", str(tmp_path / "cache"))
 
 

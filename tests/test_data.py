@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import subprocess
 import sys
 
 import numpy as np
@@ -94,6 +95,27 @@ def test_stdin_reads_csv(monkeypatch, tmp_path):
     raw = write_long_csv(tmp_path / "a.csv", sequences, labels).read_bytes()
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw)))
     _assert_same_sequences(read_sequences("-"), sequences, labels)
+
+
+def test_cells_and_rows_of_spaces_read_as_empty_and_blank(tmp_path):
+    """pyarrow refuses a cell of spaces in a number column and a row of spaces; the file
+    reads as the csv module reads it: an empty cell, a skipped row."""
+    (tmp_path / "s.csv").write_bytes(b"label,t0,t1\na,1,  \n   \nb,3,4\n")
+    data = read_sequences(str(tmp_path / "s.csv"))
+    assert data.lengths.tolist() == [1, 2] and data.labels.tolist() == ["a", "b"]
+    np.testing.assert_array_equal(data.inputs[:, :, 0], [[1, 0], [3, 4]])
+
+
+def test_reading_a_csv_imports_pyarrow_but_not_pandas(tmp_path):
+    """pyarrow's conversions to NumPy import pandas (0.2 s); the reader avoids them."""
+    sequences, labels = make_sequences(4, features=2)
+    path = write_long_csv(tmp_path / "a.csv", sequences, labels)
+    code = (
+        "import sys; from rnnfc_cli.readers import read_sequences; "
+        f"read_sequences({str(path)!r}); "
+        "assert 'pyarrow' in sys.modules and 'pandas' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
 def test_bom_and_crlf_are_read_not_refused(tmp_path):

@@ -8,6 +8,7 @@ import io
 import os
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -61,6 +62,42 @@ def test_any_csv_table_gives_data_or_a_clean_error(header, rows, require_labels)
     if data is not None:
         assert np.isfinite(data.inputs).all()
         assert (data.lengths >= 1).all() and (data.lengths <= data.inputs.shape[1]).all()
+
+
+def _outcome(raw: bytes, require_labels: bool):
+    """What reading ``raw`` as a CSV gives: the arrays, or the error message."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "input.csv"
+        path.write_bytes(raw)
+        try:
+            data = read_sequences(str(path), ReadOptions(require_labels=require_labels))
+        except BadInputError as err:
+            return str(err).replace(str(path), "FILE")
+    labels = None if data.labels is None else data.labels.tolist()
+    return data.inputs.tolist(), data.lengths.tolist(), labels, data.ids, data.feature_names
+
+
+@_FUZZ
+@given(
+    header=st.lists(st.sampled_from(["id", "time", "label", "x", "y", "t0"]), max_size=5),
+    rows=st.lists(st.lists(CELL, max_size=6), max_size=6),
+    require_labels=st.booleans(),
+)
+def test_pyarrow_and_the_python_csv_module_read_alike(header, rows, require_labels):
+    """Where pyarrow parses a file, the Python csv module (the path for what pyarrow
+    refuses) gives the same data, or the same error message."""
+    import pyarrow as pa
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    raw = buffer.getvalue().encode()
+    fast = _outcome(raw, require_labels)
+    refuse = mock.patch("pyarrow.csv.read_csv", side_effect=pa.ArrowInvalid("refused"))
+    with refuse:
+        slow = _outcome(raw, require_labels)
+    assert fast == slow
 
 
 @_FUZZ

@@ -1,12 +1,13 @@
 """Read sequences from wide CSV, long CSV, NPZ and NPY into one validated structure.
 
-NumPy only. Every problem a user can fix raises ``BadInputError`` with a message that
+Every problem a user can fix raises ``BadInputError`` with a message that
 names the file and the place (row and column for CSV, key and index for NumPy files).
 
-The package: ``sequences`` (what a reader returns, and the options), ``csv`` and
-``numpy`` (one reader each), ``csv_cache`` (large CSV files converted once into
-memory-mapped arrays, with the CSV reader's own checks), and here the dispatch on the
-file's format.
+The package: ``sequences`` (what a reader returns, and the options), ``csv_source`` (CSV
+text parsed into typed columns by pyarrow, or by Python's csv module where a problem
+needs its row named), ``csv`` and ``numpy`` (one reader each), ``csv_cache`` (large CSV
+files converted once, streaming, into memory-mapped arrays, with the CSV reader's own
+checks), and here the dispatch on the file's format.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from rnnfc_cli.errors import BadInputError
 from rnnfc_cli.readers import csv_cache
-from rnnfc_cli.readers.csv import GZIP_MAGIC, exact_pattern, read_csv
+from rnnfc_cli.readers.csv import exact_pattern, read_csv
+from rnnfc_cli.readers.csv_source import GZIP_MAGIC, CsvInput
 from rnnfc_cli.readers.numpy import (
     LAZY_MIN_BYTES,
     NPY_MAGIC,
@@ -57,7 +59,7 @@ def read_sequences(path: str, options: ReadOptions | None = None) -> SequenceDat
     """Read any supported file (or ``-`` for CSV on stdin) into ``SequenceData``."""
     options = options or ReadOptions()
     if path == STDIN:
-        return read_csv(sys.stdin.buffer.read(), "<stdin>", options)
+        return read_csv(CsvInput("<stdin>", raw=sys.stdin.buffer.read()), options)
     file = Path(path)
     if not file.exists():
         raise BadInputError(f"{path}: no such file")
@@ -88,7 +90,7 @@ def read_sequences(path: str, options: ReadOptions | None = None) -> SequenceDat
         cached = csv_cache.cached(file, options, delimiter)
         if cached is not None:
             return cached
-    return read_csv(file.read_bytes(), str(file), options, delimiter)
+    return read_csv(CsvInput(str(file), path=file, delimiter=delimiter), options)
 
 
 def _detect_format(file: Path, head: bytes) -> str:

@@ -1,4 +1,5 @@
-"""Wide and long CSV (or TSV) text into ``SequenceData``.
+"""Wide and long CSV (or TSV) into ``SequenceData``: which columns a read needs, then the
+checks and the reshaping of the typed columns that ``csv_source`` parses.
 
 Every problem a user can fix raises ``BadInputError`` naming the file, the row and the
 column.
@@ -6,17 +7,25 @@ column.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime
 import fnmatch
-import io
 import re
-from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rnnfc_cli.errors import BadInputError
+from rnnfc_cli.readers.csv_source import (
+    CATEGORY,
+    NUMBER,
+    TEXT,
+    CsvInput,
+    read_header,
+    read_table,
+    row_at,
+    values_of,
+)
 from rnnfc_cli.readers.sequences import (
     MODEL_FEATURES,
     ReadOptions,
@@ -27,84 +36,83 @@ from rnnfc_cli.readers.sequences import (
     valid_steps,
 )
 
-UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-GZIP_MAGIC = b"\x1f\x8b"
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
-def read_csv(raw: bytes, source: str, options: ReadOptions, delimiter: str = ",") -> SequenceData:
-    text = decode_text(raw, source)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        header = next(reader, None)
-        if header is None or not any(cell.strip() for cell in header):
-            raise BadInputError(f"{source}: is empty; expected a header row and data rows")
-        header = [name.strip() for name in header]
-        check_header(header, source)
-    except csv.Error as err:
-        raise BadInputError(f"{source}: row {reader.line_num}: {err}") from None
-    rows, row_numbers = [], []
-    for line, row in csv_rows(reader, len(header), source):
-        rows.append(row)
-        row_numbers.append(line)
-    if not rows:
-        raise BadInputError(f"{source}: has a header but no data rows")
-    table = CsvTable(source, header, np.array(rows, dtype=str), np.asarray(row_numbers))
-    if options.id_col in header:
-        return long_csv(table, options)
-    return wide_csv(table, options)
+def read_csv(csv_input: CsvInput, options: ReadOptions) -> SequenceData:
+    header = read_header(csv_input)
+    plan = plan_columns(header, options, csv_input.source)
+    table = read_table(csv_input, header, plan.columns)
+    if table.num_rows == 0:
+        raise BadInputError(f"{csv_input.source}: has a header but no data rows")
+    data = plan.sequences(CsvTable(csv_input, header, table), options)
+    if data.labels is None:
+        return data
+    return dataclasses.replace(data, labels=canonical_labels(data.labels))
 
 
-def csv_rows(reader, fields: int, source: str) -> Iterator[tuple[int, list[str]]]:
-    """(line number, row) for each non-blank row after the header; a row with another
-    number of fields than the header's is an error naming its line."""
-    try:
-        for row in reader:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) != fields:
-                raise BadInputError(
-                    f"{source}: row {reader.line_num}: has {len(row)} fields, "
-                    f"the header has {fields}"
-                )
-            yield reader.line_num, row
-    except csv.Error as err:
-        raise BadInputError(f"{source}: row {reader.line_num}: {err}") from None
+@dataclasses.dataclass(frozen=True)
+class CsvPlan:
+    """What a read takes from a CSV file.
+
+    Attributes:
+      long: the long layout (an id column groups rows into sequences), else wide (a row
+        is a sequence).
+      values: the value columns in model order (long: features; wide: time steps).
+      columns: every column read, name -> ``NUMBER`` or ``TEXT``.
+      label: the label column when labels are read, else None.
+    """
+
+    long: bool
+    values: tuple[str, ...]
+    columns: dict[str, str]
+    label: str | None
+
+    def sequences(self, table: CsvTable, options: ReadOptions) -> SequenceData:
+        """Sequences with their labels as written (canonical only over a whole file)."""
+        return long_csv(table, options, self) if self.long else wide_csv(table, options, self)
 
 
-def decode_text(raw: bytes, source: str) -> str:
-    """UTF-8 (with or without a byte-order mark), or UTF-16 marked by its byte-order mark
-    (what spreadsheets save as "Unicode text"); anything else is refused with its place."""
-    if raw.startswith(GZIP_MAGIC):
-        raise BadInputError(f"{source}: is gzip-compressed; decompress it first (gunzip)")
-    encoding = "utf-16" if raw.startswith(UTF16_BOMS) else "utf-8-sig"
-    try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
+def plan_columns(header: list[str], options: ReadOptions, source: str) -> CsvPlan:
+    long = options.id_col in header
+    label = options.label_col if options.require_labels else None
+    if label is not None and label not in header:
         raise BadInputError(
-            f"{source}: row {line}: not {'UTF-16' if encoding == 'utf-16' else 'UTF-8'} text (byte "
-            f"0x{raw[err.start]:02x}); save the file as UTF-8"
-        ) from None
-    if "\x00" in text:
-        if raw[1:2] == b"\x00" or raw[0:1] == b"\x00":
+            f"{source}: no label column '{label}' (columns: {preview(header)}); name it "
+            f"with --label-col, e.g. --label-col {_label_candidate(header, options)}"
+        )
+    if long:
+        values = value_columns(header, options, source, reserved_columns(options))
+        if not values:
             raise BadInputError(
-                f"{source}: looks like UTF-16 without a byte-order mark; save it as UTF-8"
+                f"{source}: has no feature columns besides "
+                f"'{options.id_col}', '{options.label_col}' and '{options.time_col}'"
             )
-        raise BadInputError(f"{source}: contains NUL bytes; is it a binary file?")
-    return text
-
-
-def check_header(header: list[str], source: str) -> None:
-    seen: dict[str, int] = {}
-    for position, name in enumerate(header, start=1):
-        if not name:
-            raise BadInputError(f"{source}: row 1: column {position} has a blank name")
-        if name in seen:
+        if options.time_features and options.time_col not in header:
             raise BadInputError(
-                f"{source}: row 1: column name '{name}' appears twice "
-                f"(columns {seen[name]} and {position})"
+                f"{source}: --time-features needs the time column '{options.time_col}' "
+                f"(columns: {preview(header)}); name it with --time-col"
             )
-        seen[name] = position
+        texts = {options.id_col: CATEGORY, options.time_col: TEXT, label: CATEGORY}
+    else:
+        if options.time_features:
+            raise BadInputError(
+                f"{source}: --time-features needs a long CSV (an id and a time column); "
+                "this one is wide"
+            )
+        if options.chosen_by == MODEL_FEATURES:
+            # A long-CSV model's feature names mean nothing to a wide file: read it whole,
+            # and the feature count check says what is wrong.
+            options = dataclasses.replace(options, features=())
+        values = value_columns(header, options, source, {options.label_col})
+        if not values:
+            raise BadInputError(f"{source}: has no time-step columns besides the label")
+        texts = {label: CATEGORY}
+    names = tuple(header[i] for i in values)
+    columns = dict.fromkeys(names, NUMBER)
+    columns.update((name, kind) for name, kind in texts.items() if name in header)
+    return CsvPlan(long, names, columns, label)
 
 
 def value_columns(
@@ -153,53 +161,6 @@ def _unmatched(pattern: str, options: ReadOptions) -> str:
     return f"no column matches {options.chosen_by} '{pattern}'"
 
 
-@dataclasses.dataclass(frozen=True)
-class CsvTable:
-    source: str
-    header: list[str]
-    cells: np.ndarray  # str[rows, columns], unstripped
-    row_numbers: np.ndarray  # int[rows], 1-based file line of each row
-
-    def column(self, name: str) -> np.ndarray:
-        return np.char.strip(self.cells[:, self.header.index(name)])
-
-    def where(self, row: int, column: int) -> str:
-        return f"{self.source}: row {self.row_numbers[row]}, column '{self.header[column]}'"
-
-    def numbers(self, columns: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Parse ``columns`` as float64; empty cells come back as 0 with ``empty`` True."""
-        cells = np.char.strip(self.cells[:, columns])
-        empty = cells == ""
-        try:
-            values = np.where(empty, "0", cells).astype(np.float64)
-        except ValueError:
-            row, col = self._first_bad_number(cells, empty)
-            name = self.header[columns[col]]
-            raise BadInputError(
-                f"{self.where(row, columns[col])}: '{cells[row, col]}' is not a number; "
-                f"feature columns hold numbers (if '{name}' holds the class, add --label-col "
-                f"{name}; else remove the column)"
-            ) from None
-        bad = ~np.isfinite(values) & ~empty
-        if bad.any():
-            row, col = np.argwhere(bad)[0]
-            raise BadInputError(
-                f"{self.where(row, columns[col])}: {cells[row, col]} is not a finite number"
-            )
-        return values, empty
-
-    @staticmethod
-    def _first_bad_number(cells: np.ndarray, empty: np.ndarray) -> tuple[int, int]:
-        for (row, col), cell in np.ndenumerate(cells):
-            if empty[row, col]:
-                continue
-            try:
-                float(cell)
-            except ValueError:
-                return row, col
-        raise AssertionError("numpy rejected a cell that float() accepts")
-
-
 def _label_candidate(header: list[str], options: ReadOptions) -> str:
     """The column most likely to hold the labels, for an example in a message: the last one
     that is not the id or time column (exports tend to put the target last)."""
@@ -207,57 +168,113 @@ def _label_candidate(header: list[str], options: ReadOptions) -> str:
     return (others or header)[-1]
 
 
-def _csv_labels(table: CsvTable, options: ReadOptions) -> np.ndarray | None:
-    if options.label_col not in table.header:
-        if options.require_labels:
-            raise BadInputError(
-                f"{table.source}: no label column '{options.label_col}' "
-                f"(columns: {preview(table.header)}); name it with --label-col, e.g. "
-                f"--label-col {_label_candidate(table.header, options)}"
-            )
-        return None
-    if not options.require_labels:
-        return None
-    labels = table.column(options.label_col)
-    empty = np.flatnonzero(labels == "")
-    if empty.size:
-        raise BadInputError(
-            f"{table.where(empty[0], table.header.index(options.label_col))}: empty label"
-        )
-    return canonical_labels(labels)
+def reserved_columns(options: ReadOptions) -> set[str]:
+    """The long-CSV columns that are never features."""
+    return {options.id_col, options.label_col, options.time_col}
 
 
-def wide_csv(table: CsvTable, options: ReadOptions) -> SequenceData:
-    if options.time_features:
-        raise BadInputError(
-            f"{table.source}: --time-features needs a long CSV (an id and a time column); "
-            "this one is wide"
-        )
-    if options.chosen_by == MODEL_FEATURES:
-        # A long-CSV model's feature names mean nothing to a wide file: read it whole, and
-        # the feature count check says what is wrong.
-        options = dataclasses.replace(options, features=())
-    labels = _csv_labels(table, options)
-    steps = value_columns(table.header, options, table.source, {options.label_col})
-    if not steps:
-        raise BadInputError(f"{table.source}: has no time-step columns besides the label")
-    values, empty = table.numbers(steps)
+@dataclasses.dataclass(frozen=True)
+class CsvTable:
+    """The typed columns of (part of) a CSV file, and where their rows are in it.
+
+    Attributes:
+      csv_input: the file, scanned again for a row's line number when a message needs it.
+      header: all of the file's column names.
+      table: the columns read (``CsvPlan.columns``).
+      first_row: the index among the file's data rows of the table's first row.
+    """
+
+    csv_input: CsvInput
+    header: list[str]
+    table: pa.Table
+    first_row: int = 0
+
+    @property
+    def source(self) -> str:
+        return self.csv_input.source
+
+    def codes(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return column_codes(self.table.column(name))
+
+    def row(self, row: int) -> tuple[int, list[str]]:
+        """The line number and cells of ``row``."""
+        return row_at(self.csv_input, len(self.header), self.first_row + int(row))
+
+    def where(self, row: int, name: str) -> str:
+        return f"{self.source}: row {self.row(row)[0]}, column '{name}'"
+
+    def first_empty(self, codes: np.ndarray, texts: np.ndarray, name: str, problem: str):
+        """Raise ``problem`` at the first empty cell of a column of ``codes``."""
+        empty = np.flatnonzero(texts == "")
+        if empty.size:
+            raise BadInputError(f"{self.where(np.argmax(codes == empty[0]), name)}: {problem}")
+
+    def numbers(self, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """float64[rows, len(names)], empty cells 0 with ``empty`` True; a number that is
+        not finite is an error."""
+        values = np.empty((self.table.num_rows, len(names)))
+        empty = np.empty(values.shape, dtype=bool)
+        for at, name in enumerate(names):
+            values[:, at], empty[:, at] = values_of(self.table.column(name), np.float64)
+        values[empty] = 0.0
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row, at = np.argwhere(bad)[0]
+            cell = self.row(row)[1][self.header.index(names[at])].strip()
+            raise BadInputError(f"{self.where(row, names[at])}: {cell} is not a finite number")
+        return values, empty
+
+
+def column_codes(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(int64[rows]: each row's code, numbered in order of first appearance; str[codes]:
+    their texts, surrounding spaces stripped) of a text or dictionary column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()  # one dictionary for all rows
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    stripped = pc.dictionary_encode(pc.utf8_trim_whitespace(column.dictionary))
+    codes = values_of(stripped.indices, np.int32)[0][values_of(column.indices, np.int32)[0]]
+    first = np.full(len(stripped.dictionary), len(codes))
+    first[codes[::-1]] = np.arange(len(codes))[::-1]
+    appearance = np.argsort(first, kind="stable")
+    renumber = np.empty_like(appearance)
+    renumber[appearance] = np.arange(len(appearance))
+    texts = np.asarray(stripped.dictionary.to_pylist(), dtype=str)
+    used = int((first < len(codes)).sum())  # a slice's dictionary may hold more
+    return renumber[codes], texts[appearance[:used]]
+
+
+def _labels(table: CsvTable, plan: CsvPlan) -> tuple[np.ndarray, np.ndarray] | None:
+    """The label column's (codes, texts), or None when labels are not read."""
+    if plan.label is None:
+        return None
+    codes, texts = table.codes(plan.label)
+    table.first_empty(codes, texts, plan.label, "empty label")
+    return codes, texts
+
+
+def wide_csv(table: CsvTable, options: ReadOptions, plan: CsvPlan) -> SequenceData:
+    labels = _labels(table, plan)
+    values, empty = table.numbers(plan.values)
     present = ~empty
     lengths = np.where(present.any(axis=1), present.shape[1] - np.argmax(present[:, ::-1], 1), 0)
     if (lengths == 0).any():
         row = int(np.flatnonzero(lengths == 0)[0])
-        raise BadInputError(f"{table.source}: row {table.row_numbers[row]}: has no values")
-    gaps = empty & valid_steps(lengths, len(steps))
+        raise BadInputError(f"{table.source}: row {table.row(row)[0]}: has no values")
+    gaps = empty & valid_steps(lengths, len(plan.values))
     if gaps.any():
         row, col = np.argwhere(gaps)[0]
         raise BadInputError(
-            f"{table.where(row, steps[col])}: empty cell inside the sequence "
+            f"{table.where(row, plan.values[col])}: empty cell inside the sequence "
             "(only trailing cells may be empty)"
         )
     return SequenceData(
         inputs=values[:, :, None],
         lengths=lengths.astype(np.int64),
-        labels=labels,
+        labels=None if labels is None else labels[1][labels[0]],
         ids=list(range(len(values))),
         feature_names=None,
         source_format="wide-csv",
@@ -265,94 +282,80 @@ def wide_csv(table: CsvTable, options: ReadOptions) -> SequenceData:
     )
 
 
-def long_csv(table: CsvTable, options: ReadOptions) -> SequenceData:
-    labels = _csv_labels(table, options)
-    features = value_columns(table.header, options, table.source, reserved_columns(options))
-    if not features:
-        raise BadInputError(
-            f"{table.source}: has no feature columns besides "
-            f"'{options.id_col}', '{options.label_col}' and '{options.time_col}'"
-        )
-    values, empty = table.numbers(features)
+def long_csv(table: CsvTable, options: ReadOptions, plan: CsvPlan) -> SequenceData:
+    labels = _labels(table, plan)
+    values, empty = table.numbers(plan.values)
     if empty.any():
         row, col = np.argwhere(empty)[0]
-        raise BadInputError(f"{table.where(row, features[col])}: empty cell (missing value)")
-    ids = table.column(options.id_col)
-    id_col = table.header.index(options.id_col)
-    if (ids == "").any():
-        raise BadInputError(f"{table.where(int(np.flatnonzero(ids == '')[0]), id_col)}: empty id")
-    unique_ids, first_row, group = np.unique(ids, return_index=True, return_inverse=True)
-    appearance = np.argsort(first_row, kind="stable")
-    rank = np.empty_like(appearance)
-    rank[appearance] = np.arange(len(appearance))
-    group = rank[group]
-    seconds = None
-    if options.time_features:
-        if options.time_col not in table.header:
-            raise BadInputError(
-                f"{table.source}: --time-features needs the time column '{options.time_col}' "
-                f"(columns: {preview(table.header)}); name it with --time-col"
-            )
-        seconds = time_seconds(table, options.time_col)
-    order_keys = [group]
-    if options.time_col in table.header:
-        keys = seconds if seconds is not None else _time_keys(table, options.time_col)
-        order_keys.insert(0, keys)
-    order = np.lexsort(order_keys)
+        raise BadInputError(f"{table.where(row, plan.values[col])}: empty cell (missing value)")
+    group, group_ids = table.codes(options.id_col)
+    table.first_empty(group, group_ids, options.id_col, "empty id")
+    seconds = time_seconds(table, options.time_col) if options.time_features else None
+    keys = None
+    if options.time_col in plan.columns:
+        keys = seconds if seconds is not None else _time_keys(table.table.column(options.time_col))
+    order = _sequence_order(group, keys)
     counts = np.bincount(group)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    position = np.arange(len(order)) - starts[group[order]]
+    sorted_group = group[order]
+    position = np.arange(len(sorted_group)) - starts[sorted_group]
     rows = values[order]
-    names = tuple(table.header[i] for i in features)
+    names = plan.values
     if seconds is not None:
         rows = np.concatenate([rows, _time_features(seconds[order], position, options)], axis=1)
         names += tuple(time_feature_name(options.time_col, k) for k in options.time_features)
-    inputs = np.zeros((len(counts), int(counts.max()), rows.shape[1]))
-    inputs[group[order], position] = rows
-    if labels is not None:
-        labels = _labels_per_group(table, options, labels, group, unique_ids[appearance])
+    if (counts == counts[0]).all():  # sequences of one length: the rows are the array
+        inputs = rows.reshape(len(counts), counts[0], rows.shape[1])
+    else:
+        inputs = np.zeros((len(counts), int(counts.max()), rows.shape[1]))
+        inputs[sorted_group, position] = rows
     return SequenceData(
         inputs=inputs,
         lengths=counts.astype(np.int64),
-        labels=labels,
-        ids=[str(i) for i in unique_ids[appearance]],
+        labels=None if labels is None else _labels_per_group(table, plan, labels, group, group_ids),
+        ids=group_ids.tolist(),
         feature_names=names,
         source_format="long-csv",
         source=table.source,
     )
 
 
-def reserved_columns(options: ReadOptions) -> set[str]:
-    """The long-CSV columns that are never features."""
-    return {options.id_col, options.label_col, options.time_col}
+def _sequence_order(group: np.ndarray, keys: np.ndarray | None) -> np.ndarray | slice:
+    """Rows in sequence order (first appearance), each sequence's rows by ``keys`` (file
+    order among equal keys, or without keys); a slice when the file is in that order."""
+    step = np.diff(group)
+    if (step >= 0).all() and (keys is None or (np.diff(keys)[step == 0] >= 0).all()):
+        return slice(None)
+    if keys is None:
+        return np.argsort(group, kind="stable")
+    return np.lexsort([keys, group])
 
 
 def time_seconds(table: CsvTable, time_col: str) -> np.ndarray:
     """Each row's time, float64: all numbers as they are, or all ISO-8601 timestamps in
     seconds (all with a UTC offset, or all without); anything else names its row."""
-    times = table.column(time_col)
-    column = table.header.index(time_col)
-    unique, inverse = np.unique(times, return_inverse=True)
+    codes, unique = table.codes(time_col)
     values = [_number_or_timestamp(text) for text in unique.tolist()]
     kinds = np.array([_time_kind(value) for value in values])
-    row_kinds = kinds[inverse]
+    row_kinds = kinds[codes]
     if (row_kinds == "").any():
         row = int(np.flatnonzero(row_kinds == "")[0])
         raise BadInputError(
-            f"{table.where(row, column)}: '{times[row]}' is neither a number nor an ISO-8601 "
-            "timestamp (2024-05-01T12:00:00, optionally with +02:00 or Z)"
+            f"{table.where(row, time_col)}: '{unique[codes[row]]}' is neither a number nor an "
+            "ISO-8601 timestamp (2024-05-01T12:00:00, optionally with +02:00 or Z)"
         )
     if (row_kinds != row_kinds[0]).any():
         row = int(np.flatnonzero(row_kinds != row_kinds[0])[0])
         raise BadInputError(
-            f"{table.where(row, column)}: '{times[row]}' is {row_kinds[row]}, '{times[0]}' "
-            f"(row {table.row_numbers[0]}) {row_kinds[0]}; give every time the same way"
+            f"{table.where(row, time_col)}: '{unique[codes[row]]}' is {row_kinds[row]}, "
+            f"'{unique[codes[0]]}' (row {table.row(0)[0]}) {row_kinds[0]}; give every time "
+            "the same way"
         )
     if row_kinds[0] == "a number":
-        return np.array(values, dtype=np.float64)[inverse]
+        return np.array(values, dtype=np.float64)[codes]
     aware = row_kinds[0] == "a timestamp with a UTC offset"
     origin = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC if aware else None)
-    return np.array([(stamp - origin).total_seconds() for stamp in values])[inverse]
+    return np.array([(stamp - origin).total_seconds() for stamp in values])[codes]
 
 
 def _number_or_timestamp(text: str) -> float | datetime.datetime | None:
@@ -389,31 +392,35 @@ def _time_features(seconds: np.ndarray, position: np.ndarray, options: ReadOptio
     return np.stack([derived[kind] for kind in options.time_features], axis=1)
 
 
-def _time_keys(table: CsvTable, time_col: str) -> np.ndarray:
+def _time_keys(times: pa.ChunkedArray) -> np.ndarray:
     """Numeric times sort as numbers; anything else (ISO timestamps) sorts as text."""
-    times = table.column(time_col)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    stripped = pc.utf8_trim_whitespace(times).combine_chunks()
     try:
-        return times.astype(np.float64)
-    except ValueError:
-        return np.unique(times, return_inverse=True)[1]
+        return values_of(pc.cast(stripped, pa.float64()), np.float64)[0]
+    except pa.ArrowInvalid:
+        return values_of(pc.rank(stripped, sort_keys="ascending", tiebreaker="dense"), np.uint64)[0]
 
 
 def _labels_per_group(
     table: CsvTable,
-    options: ReadOptions,
-    labels: np.ndarray,
+    plan: CsvPlan,
+    labels: tuple[np.ndarray, np.ndarray],
     group: np.ndarray,
     group_ids: np.ndarray,
 ) -> np.ndarray:
+    codes, texts = labels
     first = np.zeros(group.max() + 1, dtype=np.int64)
     first[group[::-1]] = np.arange(len(group))[::-1]
-    per_group = labels[first]
-    changed = np.flatnonzero(labels != per_group[group])
+    per_group = codes[first]
+    changed = np.flatnonzero(codes != per_group[group])
     if changed.size:
         row = int(changed[0])
         raise BadInputError(
-            f"{table.where(row, table.header.index(options.label_col))}: label "
-            f"'{labels[row]}' differs from '{per_group[group[row]]}' earlier in "
-            f"id '{group_ids[group[row]]}' (one label per sequence)"
+            f"{table.where(row, plan.label)}: label '{texts[codes[row]]}' differs from "
+            f"'{texts[per_group[group[row]]]}' earlier in id '{group_ids[group[row]]}' "
+            "(one label per sequence)"
         )
-    return per_group
+    return texts[per_group]
