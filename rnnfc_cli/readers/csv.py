@@ -212,21 +212,26 @@ class CsvTable:
     def numbers(self, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         """float64[rows, len(names)], empty cells 0 with ``empty`` True; a number that is
         not finite is an error."""
-        values = np.empty((self.table.num_rows, len(names)))
+        # Filled a column at a time, contiguous, then turned to rows in one copy.
+        values = np.empty((len(names), self.table.num_rows))
         empty = np.empty(values.shape, dtype=bool)
+        first_bad = (self.table.num_rows, 0)  # (row, column) of the first non-finite
         for at, name in enumerate(names):
-            values[:, at], empty[:, at] = values_of(self.table.column(name), np.float64)
-        values[empty] = 0.0
-        bad = ~np.isfinite(values)
-        if bad.any():
-            row, at = np.argwhere(bad)[0]
+            values[at], empty[at] = values_of(self.table.column(name), np.float64)
+            if empty[at].any():
+                values[at, empty[at]] = 0.0
+            bad = np.flatnonzero(~np.isfinite(values[at]))
+            if bad.size:
+                first_bad = min(first_bad, (int(bad[0]), at))
+        row, at = first_bad
+        if row < self.table.num_rows:
             cell = self.row(row)[1][self.header.index(names[at])].strip()
             raise BadInputError(f"{self.where(row, names[at])}: {cell} is not a finite number")
-        return values, empty
+        return np.ascontiguousarray(values.T), np.ascontiguousarray(empty.T)
 
 
 def column_codes(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """(int64[rows]: each row's code, numbered in order of first appearance; str[codes]:
+    """(int32[rows]: each row's code, numbered in order of first appearance; str[codes]:
     their texts, surrounding spaces stripped) of a text or dictionary column."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -235,16 +240,21 @@ def column_codes(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.nda
         column = column.combine_chunks()  # one dictionary for all rows
     if not pa.types.is_dictionary(column.type):
         column = pc.dictionary_encode(column)
+    codes = values_of(column.indices, np.int32)[0]
     stripped = pc.dictionary_encode(pc.utf8_trim_whitespace(column.dictionary))
-    codes = values_of(stripped.indices, np.int32)[0][values_of(column.indices, np.int32)[0]]
+    merged = values_of(stripped.indices, np.int32)[0]
+    if (merged != np.arange(len(merged))).any():  # texts that differ only in spaces
+        codes = merged[codes]
     first = np.full(len(stripped.dictionary), len(codes))
-    first[codes[::-1]] = np.arange(len(codes))[::-1]
+    first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1, dtype=np.int32)
     appearance = np.argsort(first, kind="stable")
-    renumber = np.empty_like(appearance)
-    renumber[appearance] = np.arange(len(appearance))
+    if (appearance != np.arange(len(appearance))).any():
+        renumber = np.empty_like(codes, shape=len(appearance))
+        renumber[appearance] = np.arange(len(appearance))
+        codes = renumber[codes]
     texts = np.asarray(stripped.dictionary.to_pylist(), dtype=str)
     used = int((first < len(codes)).sum())  # a slice's dictionary may hold more
-    return renumber[codes], texts[appearance[:used]]
+    return codes, texts[appearance[:used]]
 
 
 def _labels(table: CsvTable, plan: CsvPlan) -> tuple[np.ndarray, np.ndarray] | None:
@@ -296,15 +306,17 @@ def long_csv(table: CsvTable, options: ReadOptions, plan: CsvPlan) -> SequenceDa
         keys = seconds if seconds is not None else _time_keys(table.table.column(options.time_col))
     order = _sequence_order(group, keys)
     counts = np.bincount(group)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     sorted_group = group[order]
-    position = np.arange(len(sorted_group)) - starts[sorted_group]
     rows = values[order]
     names = plan.values
+    one_length = (counts == counts[0]).all()
+    if seconds is not None or not one_length:
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        position = np.arange(len(sorted_group)) - starts[sorted_group]
     if seconds is not None:
         rows = np.concatenate([rows, _time_features(seconds[order], position, options)], axis=1)
         names += tuple(time_feature_name(options.time_col, k) for k in options.time_features)
-    if (counts == counts[0]).all():  # sequences of one length: the rows are the array
+    if one_length:  # the rows, in order, are the array
         inputs = rows.reshape(len(counts), counts[0], rows.shape[1])
     else:
         inputs = np.zeros((len(counts), int(counts.max()), rows.shape[1]))
@@ -323,8 +335,10 @@ def long_csv(table: CsvTable, options: ReadOptions, plan: CsvPlan) -> SequenceDa
 def _sequence_order(group: np.ndarray, keys: np.ndarray | None) -> np.ndarray | slice:
     """Rows in sequence order (first appearance), each sequence's rows by ``keys`` (file
     order among equal keys, or without keys); a slice when the file is in that order."""
-    step = np.diff(group)
-    if (step >= 0).all() and (keys is None or (np.diff(keys)[step == 0] >= 0).all()):
+    in_order = (group[1:] >= group[:-1]).all()
+    if in_order and keys is not None:
+        in_order = ((keys[1:] >= keys[:-1]) | (group[1:] != group[:-1])).all()
+    if in_order:
         return slice(None)
     if keys is None:
         return np.argsort(group, kind="stable")
@@ -397,6 +411,10 @@ def _time_keys(times: pa.ChunkedArray) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    try:
+        return values_of(pc.cast(times, pa.float64()), np.float64)[0]
+    except pa.ArrowInvalid:
+        pass
     stripped = pc.utf8_trim_whitespace(times).combine_chunks()
     try:
         return values_of(pc.cast(stripped, pa.float64()), np.float64)[0]
@@ -413,7 +431,7 @@ def _labels_per_group(
 ) -> np.ndarray:
     codes, texts = labels
     first = np.zeros(group.max() + 1, dtype=np.int64)
-    first[group[::-1]] = np.arange(len(group))[::-1]
+    first[group[::-1]] = np.arange(len(group) - 1, -1, -1, dtype=np.int32)
     per_group = codes[first]
     changed = np.flatnonzero(codes != per_group[group])
     if changed.size:

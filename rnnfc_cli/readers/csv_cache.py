@@ -34,7 +34,7 @@ from rnnfc_cli.readers.numpy import load_npy
 from rnnfc_cli.readers.sequences import ReadOptions, SequenceData, canonical_labels
 
 MIN_BYTES = 256 * 2**20  # in memory, a read takes about 3 times the file size
-BLOCK_BYTES = 16 * 2**20  # text per pyarrow batch
+BLOCK_BYTES = 2**20  # text per pyarrow batch (its read-ahead holds many: peak memory grows with it)
 BLOCK_ROWS = 100_000  # rows per batch of Python's csv module
 _FORMAT = 2  # bump when the cache layout changes
 
@@ -140,52 +140,24 @@ def _convert_with(
     partial = directory.with_name(f"{directory.name}.partial-{os.getpid()}")
     partial.mkdir(parents=True, exist_ok=True)
     try:
-        inputs = np.lib.format.open_memmap(
-            partial / "X.npy", mode="w+", dtype=np.float64, shape=(count, width, features)
-        )
-        lengths = np.zeros(count, np.int64)
-        raw_labels: list[np.ndarray] = []
-        ids: list = []
-        names = None
-        done_sequences = done_rows = 0
-
-        def flush(table: pa.Table) -> None:
-            nonlocal done_sequences, done_rows, names
-            part = plan.sequences(CsvTable(csv_input, header, table, done_rows), options)
-            n, steps = part.inputs.shape[:2]
-            inputs[done_sequences : done_sequences + n, :steps] = part.inputs
-            lengths[done_sequences : done_sequences + n] = part.lengths
-            ids.extend(part.ids if plan.long else range(done_sequences, done_sequences + n))
-            names = part.feature_names
-            if part.labels is not None:
-                raw_labels.append(part.labels)
-            done_sequences += n
-            done_rows += table.num_rows
-
-        pending = None
-        for batch in _batches(csv_input, header, plan.columns, python):
-            table = pa.Table.from_batches([batch])
-            pending = table if pending is None else pa.concat_tables([pending, table])
-            cut = pending.num_rows
-            if plan.long and cut:
-                heads = np.flatnonzero(np.diff(column_codes(pending.column(options.id_col))[0]))
-                cut = int(heads[-1]) + 1 if heads.size else 0
-            if cut:
-                flush(pending.slice(0, cut))
-                pending = pending.slice(cut)
-        if pending is not None and pending.num_rows:
-            flush(pending)
-        inputs.flush()
-        np.save(partial / "lengths.npy", lengths)
-        if raw_labels:
-            np.save(partial / "labels.npy", canonical_labels(np.concatenate(raw_labels)))
-        np.save(partial / "ids.npy", np.array(ids))
-        meta = {
-            "source_format": "long-csv" if plan.long else "wide-csv",
-            "feature_names": None if names is None else list(names),
-            "labels": bool(raw_labels),
-        }
-        (partial / "meta.json").write_text(json.dumps(meta))
+        with _CacheWriter(partial, count, width, features) as writer:
+            pending = None
+            for batch in _batches(csv_input, header, plan.columns, python):
+                table = pa.Table.from_batches([batch])
+                pending = table if pending is None else pa.concat_tables([pending, table])
+                cut = pending.num_rows
+                if plan.long and cut:  # keep the last sequence: it may go on in the next batch
+                    codes = column_codes(pending.column(options.id_col))[0]
+                    heads = np.flatnonzero(np.diff(codes))
+                    cut = int(heads[-1]) + 1 if heads.size else 0
+                if cut:
+                    chunk = CsvTable(csv_input, header, pending.slice(0, cut), writer.rows)
+                    writer.add(plan.sequences(chunk, options), cut, plan.long)
+                    pending = pending.slice(cut)
+            if pending is not None and pending.num_rows:
+                chunk = CsvTable(csv_input, header, pending, writer.rows)
+                writer.add(plan.sequences(chunk, options), pending.num_rows, plan.long)
+        writer.save(partial, plan.long)
         try:
             os.replace(partial, directory)
         except OSError:  # another process cached it first
@@ -194,6 +166,57 @@ def _convert_with(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return True
+
+
+class _CacheWriter:
+    """The cache's arrays, filled block of whole sequences by block. ``X.npy`` is written
+    in order, not through a memory map: a map's written pages count in the process's
+    resident memory until the kernel writes them back."""
+
+    def __init__(self, partial: Path, count: int, width: int, features: int):
+        self.inputs = (partial / "X.npy").open("wb")
+        header = {"descr": "<f8", "fortran_order": False, "shape": (count, width, features)}
+        np.lib.format.write_array_header_2_0(self.inputs, header)
+        self.width, self.features = width, features
+        self.lengths = np.zeros(count, np.int64)
+        self.labels: list[np.ndarray] = []
+        self.ids: list = []
+        self.names: tuple[str, ...] | None = None
+        self.sequences = self.rows = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.inputs.close()
+
+    def add(self, part: SequenceData, rows: int, long: bool) -> None:
+        """Write the sequences read from the file's next ``rows`` rows."""
+        n, steps = part.inputs.shape[:2]
+        block = part.inputs
+        if steps < self.width:
+            block = np.zeros((n, self.width, self.features))
+            block[:, :steps] = part.inputs
+        self.inputs.write(np.ascontiguousarray(block, dtype="<f8").data)
+        self.lengths[self.sequences : self.sequences + n] = part.lengths
+        self.ids.extend(part.ids if long else range(self.sequences, self.sequences + n))
+        self.names = part.feature_names
+        if part.labels is not None:
+            self.labels.append(part.labels)
+        self.sequences += n
+        self.rows += rows
+
+    def save(self, partial: Path, long: bool) -> None:
+        np.save(partial / "lengths.npy", self.lengths)
+        if self.labels:
+            np.save(partial / "labels.npy", canonical_labels(np.concatenate(self.labels)))
+        np.save(partial / "ids.npy", np.array(self.ids))
+        meta = {
+            "source_format": "long-csv" if long else "wide-csv",
+            "feature_names": None if self.names is None else list(self.names),
+            "labels": bool(self.labels),
+        }
+        (partial / "meta.json").write_text(json.dumps(meta))
 
 
 def _load(directory: Path, source: str) -> SequenceData:

@@ -47,13 +47,14 @@ class CsvInput:
                 head = handle.read(HEAD_BYTES + 1)
         else:
             head = raw[: HEAD_BYTES + 1]
+        if head.startswith(GZIP_MAGIC):
+            raise BadInputError(f"{source}: is gzip-compressed; decompress it first (gunzip)")
         self.encoding = "utf-16" if head.startswith(UTF16_BOMS) else "utf-8-sig"
-        if len(head) > HEAD_BYTES and self.encoding != "utf-16":
-            # Cut at a newline so a character split at the end is not taken for damage;
-            # UTF-16 is left to the decoder, as a newline byte may be half of a character.
-            head = head[: head.rindex(b"\n")] if b"\n" in head else b""
-        if len(head) <= HEAD_BYTES or self.encoding != "utf-16":
-            check_encoding(head, source)
+        whole = len(head) <= HEAD_BYTES
+        if not whole:  # cut after a newline, so that a character cut in two is no damage
+            head = head[: head.rfind(b"\n") + 1]
+        if whole or self.encoding != "utf-16":  # a UTF-16 newline byte may be half a character
+            _check_encoding(head, source)
 
     def binary(self):
         return io.BytesIO(self.raw) if self.raw is not None else self.path.open("rb")
@@ -68,11 +69,9 @@ class CsvInput:
         return pa.py_buffer(self.raw) if self.raw is not None else str(self.path)
 
 
-def check_encoding(head: bytes, source: str) -> None:
-    """Refuse gzip, NUL bytes, UTF-16 without a byte-order mark and bytes that are not
-    UTF-8 in ``head``, naming the row."""
-    if head.startswith(GZIP_MAGIC):
-        raise BadInputError(f"{source}: is gzip-compressed; decompress it first (gunzip)")
+def _check_encoding(head: bytes, source: str) -> None:
+    """Refuse NUL bytes, UTF-16 without a byte-order mark and bytes that are not UTF-8 in
+    ``head``, naming the row."""
     encoding = "utf-16" if head.startswith(UTF16_BOMS) else "utf-8-sig"
     try:
         text = head.decode(encoding)
