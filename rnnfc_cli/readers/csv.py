@@ -212,22 +212,27 @@ class CsvTable:
     def numbers(self, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         """float64[rows, len(names)], empty cells 0 with ``empty`` True; a number that is
         not finite is an error."""
-        # Filled a column at a time, contiguous, then turned to rows in one copy.
-        values = np.empty((len(names), self.table.num_rows))
-        empty = np.empty(values.shape, dtype=bool)
+        columns, nulls = [], []
         first_bad = (self.table.num_rows, 0)  # (row, column) of the first non-finite
         for at, name in enumerate(names):
-            values[at], empty[at] = values_of(self.table.column(name), np.float64)
-            if empty[at].any():
-                values[at, empty[at]] = 0.0
-            bad = np.flatnonzero(~np.isfinite(values[at]))
+            column, null = values_of(self.table.column(name), np.float64)
+            bad = ~np.isfinite(column) if null is None else ~np.isfinite(column) & ~null
+            bad = np.flatnonzero(bad)
             if bad.size:
                 first_bad = min(first_bad, (int(bad[0]), at))
+            columns.append(column)
+            nulls.append(null)
         row, at = first_bad
         if row < self.table.num_rows:
             cell = self.row(row)[1][self.header.index(names[at])].strip()
             raise BadInputError(f"{self.where(row, names[at])}: {cell} is not a finite number")
-        return np.ascontiguousarray(values.T), np.ascontiguousarray(empty.T)
+        values = np.stack(columns, axis=1)
+        empty = np.zeros(values.shape, dtype=bool)
+        for at, null in enumerate(nulls):
+            if null is not None:
+                empty[:, at] = null
+                values[null, at] = 0.0
+        return values, empty
 
 
 def column_codes(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:

@@ -206,10 +206,10 @@ def _arrow_type(kind: str) -> pa.DataType:
     }[kind]
 
 
-def values_of(array: pa.Array | pa.ChunkedArray, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """(values, null) of a fixed-width Arrow array as NumPy arrays (a null's value is
-    undefined). Read from the buffers: pyarrow's own ``to_numpy`` imports pandas, which
-    would add 0.2 s to every CSV read."""
+def values_of(array: pa.Array | pa.ChunkedArray, dtype) -> tuple[np.ndarray, np.ndarray | None]:
+    """(values, null mask or None when nothing is null) of a fixed-width Arrow array, as
+    NumPy views of its buffers (a null's value is undefined). pyarrow's own ``to_numpy``
+    imports pandas, which would add 0.2 s to every CSV read."""
     import pyarrow as pa
 
     if isinstance(array, pa.ChunkedArray):
@@ -218,7 +218,7 @@ def values_of(array: pa.Array | pa.ChunkedArray, dtype) -> tuple[np.ndarray, np.
     dtype = np.dtype(dtype)
     values = np.frombuffer(data, dtype, count=len(array), offset=array.offset * dtype.itemsize)
     if bitmap is None or array.null_count == 0:
-        return values, np.zeros(len(array), dtype=bool)
+        return values, None
     valid = np.unpackbits(np.frombuffer(bitmap, np.uint8), bitorder="little")
     return values, valid[array.offset : array.offset + len(array)] == 0
 
