@@ -47,10 +47,13 @@ def has_snapshot(target: Path) -> bool:
 
 def saved_steps(directory: Path) -> list[int]:
     """Steps of the finished checkpoints in an Orbax directory (unfinished ones are
-    temporary directories whose names are not numbers)."""
-    if not directory.is_dir():
+    temporary directories whose names are not numbers); none when it is missing, also when
+    a replacement of its model directory takes it away while it is listed."""
+    try:
+        children = list(directory.iterdir())
+    except OSError:  # missing, not a directory, or gone in a replacement
         return []
-    return sorted(int(child.name) for child in directory.iterdir() if child.name.isdigit())
+    return sorted(int(child.name) for child in children if child.name.isdigit())
 
 
 class Staging:

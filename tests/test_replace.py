@@ -84,3 +84,21 @@ def test_readers_in_other_processes_see_whole_versions_while_it_is_replaced(vers
     assert result["errors"] == 0 and result["torn"] == 0, str(failures)
     assert sum(result[f"version_{i}"] > 0 for i in range(3)) >= 2, result
     assert result["leftovers"] == [], result
+
+
+def test_weights_taken_away_while_they_are_listed_are_a_model_dir_error(
+    versions, tmp_path, monkeypatch
+):
+    """The checkpoint folder can vanish between finding it and listing it (a replacement
+    in between): that is a ModelDirError, which ``read_model`` retries, not an OSError."""
+    saved, _ = versions
+    listing = Path.iterdir
+
+    def vanished(self):
+        if self.name == checkpoint.CHECKPOINT_DIR:
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", vanished)
+    with pytest.raises(ModelDirError, match="holds no checkpoint"):
+        checkpoint.check_weights(saved[0])
