@@ -178,7 +178,8 @@ def _arrow_options(
     # pyarrow names columns as the file spells them; ours are stripped.
     with csv_input.text() as text:
         spelled = next(csv.reader(text, delimiter=csv_input.delimiter))
-    raw = {name: spelled[header.index(name)] for name in columns}
+    position = positions(header)
+    raw = {name: spelled[position[name]] for name in columns}
     read = pa_csv.ReadOptions(encoding="utf-16" if csv_input.encoding == "utf-16" else "utf8")
     if block_bytes:
         read.block_size = block_bytes
@@ -194,6 +195,15 @@ def _arrow_options(
             strings_can_be_null=False,
         ),
     }
+
+
+def positions(header: list[str]) -> dict[str, int]:
+    """Each column name's index in ``header``, the first where a name repeats (as
+    ``list.index`` gives, in one pass: files may have 100,000 columns)."""
+    position: dict[str, int] = {}
+    for i, name in enumerate(header):
+        position.setdefault(name, i)
+    return position
 
 
 def _arrow_type(kind: str) -> pa.DataType:
@@ -240,7 +250,8 @@ def python_batches(
     every problem is an error naming its row (and column)."""
     import pyarrow as pa
 
-    indices = [header.index(name) for name in columns]
+    position = positions(header)
+    indices = [position[name] for name in columns]
     schema = pa.schema([(name, _arrow_type(kind)) for name, kind in columns.items()])
     block: list[tuple[int, list[str]]] = []
     produced = False
@@ -273,14 +284,14 @@ def _typed_batch(source, header, block, indices, columns, schema) -> pa.RecordBa
         name = header[numeric[column]]
         where = f"{source}: row {block[row][0]}, column '{name}'"
         raise not_a_number(where, cell, name) from None
-    arrays = []
+    arrays, at = [], 0
     for index, kind in zip(indices, columns.values(), strict=True):
         if kind != NUMBER:
             text = pa.array(cells[:, index].tolist(), pa.string())
             arrays.append(text.dictionary_encode() if kind == CATEGORY else text)
-        else:
-            at = numeric.index(index)
+        else:  # the numeric columns come in the order of ``numeric``
             arrays.append(pa.array(values[:, at], pa.float64(), mask=empty[:, at]))
+            at += 1
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
