@@ -605,9 +605,11 @@ def export_model(
     ``--platforms`` takes them. Returns the metadata written beside it."""
     from rnnfc_cli import export
 
-    export.choose_format(path, output_format)  # the only format today: StableHLO
+    chosen_format = export.choose_format(path, output_format)
     chosen = parse_platforms(platforms)  # before the model is loaded
     files, model, params = load_model(model_dir)
+    if chosen_format == "onnx":
+        return export.export_onnx(files, params, path)
     return export.export_stablehlo(files, model, params, path, chosen)
 
 

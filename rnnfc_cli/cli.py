@@ -482,7 +482,7 @@ def train(
         _output_opt(
             "--tensorboard",
             help="Also write each epoch's metrics as TensorBoard scalars into this directory "
-            "(pip install 'rnnfc[tensorboard]').",
+            "(pip install 'rnnfc\\[tensorboard]').",
         ),
     ] = None,
     config: Annotated[
@@ -922,20 +922,26 @@ def export_command(
     output: Annotated[
         Path,
         _output_opt(
-            "--output", "-o", help="The file to write (.stablehlo), its metadata beside it (.json)."
+            "--output",
+            "-o",
+            help="The file to write: .onnx (metadata inside), or .stablehlo (metadata beside "
+            "it in .stablehlo.json).",
         ),
     ],
     output_format: Annotated[
         str | None,
         _output_opt(
-            "--format", help="stablehlo (default for a .stablehlo file); onnx: not available yet."
+            "--format",
+            help="onnx or stablehlo; by default the one the output's ending names. ONNX needs "
+            "pip install 'rnnfc\\[onnx]'.",
         ),
     ] = None,
     platforms: Annotated[
         str,
         _output_opt(
             "--platforms",
-            help="Where the artifact may run, joined by commas: cpu, cuda, rocm, tpu.",
+            help="Where a StableHLO artifact may run, joined by commas: cpu, cuda, rocm, "
+            "tpu (an ONNX file runs wherever its runtime does).",
         ),
     ] = DEFAULT_PLATFORMS,
     json_output: Annotated[
@@ -943,7 +949,8 @@ def export_command(
     ] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Write a model that runs without rnnfc: StableHLO that jax.export loads and calls.
+    """Write a model that runs without rnnfc: ONNX for any ONNX runtime, or StableHLO
+    that jax.export loads and calls.
 
     The artifact holds the scaling, the network and the ensemble average: it takes raw
     inputs (float32, batch x time x features) and lengths (int32, one per sequence), any
@@ -958,7 +965,12 @@ def export_command(
     else:
         print(output)
     if not quiet:
-        _note("export", f"metadata (labels in output order) in {export.metadata_path(output)}")
+        where = (
+            f"its metadata_props ({', '.join(metadata)})"
+            if metadata["format"] == "onnx"
+            else export.metadata_path(output)
+        )
+        _note("export", f"metadata (labels in output order) in {where}")
 
 
 def _log_traceback() -> Path | None:

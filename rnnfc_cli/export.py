@@ -1,11 +1,13 @@
-"""A trained model as one StableHLO artifact (``jax.export``) that runs without rnnfc.
+"""A trained model as one file that runs without rnnfc: StableHLO (``jax.export``) or
+ONNX (``onnx_graph``).
 
-The artifact computes everything between the raw values ``rnnfc predict`` reads and the
+Either artifact computes everything between the raw values ``rnnfc predict`` reads and the
 probabilities it prints: the model's input scaling, its masking of padded steps, the
 network and the ensemble average. Batch and time are symbolic, so one artifact takes any
 number of sequences of any length. ``jax.export.deserialize(data).call(inputs, lengths)``
-runs it with JAX alone (no rnnfc, no Flax); the metadata (labels in output order, feature
-names, input format, versions) goes in a JSON file beside it.
+runs the StableHLO with JAX alone (no rnnfc, no Flax), its metadata (labels in output
+order, feature names, input format, versions) in a JSON file beside it; an ONNX runtime
+runs the ONNX file, which holds the same metadata in its ``metadata_props``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from rnnfc_cli import __version__
 from rnnfc_cli.atomic import write_bytes_atomic
 from rnnfc_cli.checkpoint import ModelFiles
-from rnnfc_cli.errors import BadInputError
+from rnnfc_cli.errors import BadInputError, MissingExtraError
 from rnnfc_cli.preprocessing import scale_block
 
 FORMATS = ("stablehlo", "onnx")
@@ -41,11 +43,6 @@ def choose_format(path: Path, given: str | None) -> str:
             )
     if given not in FORMATS:
         raise BadInputError(f"--format '{given}': choose one of {', '.join(FORMATS)}")
-    if given == "onnx":
-        raise BadInputError(
-            "--format onnx: not available yet; --format stablehlo exports the same graph "
-            "for JAX runtimes"
-        )
     return given
 
 
@@ -68,28 +65,28 @@ def probabilities_fn(files: ModelFiles, model: Any, params: Any):
     return probabilities
 
 
-def export_stablehlo(
-    files: ModelFiles, model: Any, params: Any, path: Path, platforms: tuple[str, ...]
-) -> dict[str, Any]:
-    """Write the artifact to ``path`` and its metadata beside it; returns the metadata."""
+def check_exportable(files: ModelFiles, output_format: str) -> None:
+    """Refuse, naming the option at fault, what an artifact would compute differently."""
     if prep_time_features := files.preprocessing.time_features:
         raise BadInputError(
             f"{files.path}: trained with --time-features ({', '.join(prep_time_features)}), "
             "which export does not derive yet; export a model trained without them"
         )
-    import jax
-    import jax.numpy as jnp
-    from jax import export
+    if output_format == "onnx" and files.model.precision != "float32":
+        raise BadInputError(
+            f"{files.path}: trained with --precision {files.model.precision}, whose bfloat16 "
+            "products ONNX runtimes would compute in float32 and answer differently; "
+            "export it with --format stablehlo"
+        )
 
-    batch, time = export.symbolic_shape("batch, time")
-    features = files.preprocessing.num_features
-    exported = export.export(jax.jit(probabilities_fn(files, model, params)), platforms=platforms)(
-        jax.ShapeDtypeStruct((batch, time, features), jnp.float32),
-        jax.ShapeDtypeStruct((batch,), jnp.int32),
-    )
+
+def _metadata(files: ModelFiles, output_format: str) -> dict[str, Any]:
+    """What every artifact says about itself: its inputs and outputs, the labels in output
+    order, the features and the input format it expects, where it came from."""
     prep = files.preprocessing
-    metadata = {
-        "format": "stablehlo",
+    features = prep.num_features
+    return {
+        "format": output_format,
         "inputs": {
             "inputs": f"float32[batch, time, {features}]: raw values, as rnnfc predict reads "
             "them; steps past each length are ignored",
@@ -100,18 +97,66 @@ def export_stablehlo(
         "feature_names": None if prep.feature_names is None else list(prep.feature_names),
         "input_format": prep.source_format,
         "normalize": prep.normalize,
-        "platforms": list(exported.platforms),
         "rnnfc_version": __version__,
+        "model_id": files.summary.get("model_id"),
+    }
+
+
+def export_onnx(files: ModelFiles, params: Any, path: Path) -> dict[str, Any]:
+    """Write the ONNX file to ``path``; returns the metadata it holds."""
+    check_exportable(files, "onnx")
+    try:
+        import onnx
+    except ImportError:
+        raise MissingExtraError(
+            "--format onnx builds the graph with the onnx package, which is not installed: "
+            "pip install 'rnnfc[onnx]'"
+        ) from None
+    from rnnfc_cli import onnx_graph
+
+    metadata = {
+        **_metadata(files, "onnx"),
+        "opset": onnx_graph.OPSET,
+        "onnx_version": onnx.__version__,
+        "usage": "onnxruntime.InferenceSession(FILE).run(None, {'inputs': inputs, "
+        "'lengths': lengths})[0]",
+    }
+    model = onnx_graph.build(files.model, files.preprocessing, params, metadata)
+    _write(path, model.SerializeToString())
+    return metadata
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        write_bytes_atomic(path, data)
+    except OSError as err:  # whatever was at ``path`` is left as it was
+        raise BadInputError(f"-o {path}: cannot write ({err.strerror or err})") from None
+
+
+def export_stablehlo(
+    files: ModelFiles, model: Any, params: Any, path: Path, platforms: tuple[str, ...]
+) -> dict[str, Any]:
+    """Write the artifact to ``path`` and its metadata beside it; returns the metadata."""
+    check_exportable(files, "stablehlo")
+    import jax
+    import jax.numpy as jnp
+    from jax import export
+
+    batch, time = export.symbolic_shape("batch, time")
+    features = files.preprocessing.num_features
+    exported = export.export(jax.jit(probabilities_fn(files, model, params)), platforms=platforms)(
+        jax.ShapeDtypeStruct((batch, time, features), jnp.float32),
+        jax.ShapeDtypeStruct((batch,), jnp.int32),
+    )
+    metadata = {
+        **_metadata(files, "stablehlo"),
+        "platforms": list(exported.platforms),
         "jax_version": jax.__version__,
         "calling_convention_version": exported.calling_convention_version,
-        "model_id": files.summary.get("model_id"),
         "usage": "jax.export.deserialize(open(FILE, 'rb').read()).call(inputs, lengths)",
     }
     text = json.dumps(metadata, indent=2) + "\n"
-    try:
-        write_bytes_atomic(path, bytes(exported.serialize()))
-    except OSError as err:  # whatever was at ``path`` is left as it was
-        raise BadInputError(f"-o {path}: cannot write ({err.strerror or err})") from None
+    _write(path, bytes(exported.serialize()))
     try:
         write_bytes_atomic(metadata_path(path), text.encode())
     except OSError as err:

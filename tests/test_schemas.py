@@ -32,8 +32,14 @@ def outputs(tiny_data, trained_model, tmp_path_factory):
     )
     artifact = tmp_path_factory.mktemp("export") / "m.stablehlo"
     exported = invoke("export", trained_model, "-o", artifact, "--json", "-q")
+    onnx_file = artifact.with_suffix(".onnx")
+    onnx_exported = invoke("export", trained_model, "-o", onnx_file, "--json", "-q")
     return {
-        "export": [json.loads(exported.stdout), json.loads(Path(f"{artifact}.json").read_text())],
+        "export": [
+            json.loads(exported.stdout),
+            json.loads(Path(f"{artifact}.json").read_text()),
+            json.loads(onnx_exported.stdout),
+        ],
         "train": [json.loads(train.stdout)],
         "eval": [
             json.loads(invoke("eval", trained_model, tiny_data["test_long"], "--json").stdout)
@@ -52,9 +58,12 @@ def test_json_output_matches_its_schema(outputs, name):
         assert not errors, errors
 
 
-def test_schemas_reject_what_they_should():
+def test_schemas_reject_what_they_should(outputs):
     assert not _validator("predict").is_valid({"id": 1})
     assert not _validator("eval").is_valid({"accuracy": 1.5})
+    stablehlo, _, onnx = outputs["export"]
+    assert not _validator("export").is_valid({**onnx, "format": "stablehlo"})
+    assert not _validator("export").is_valid({**stablehlo, "format": "onnx"})
 
 
 def test_info_schema_checks_the_embedded_training_summary(outputs):
