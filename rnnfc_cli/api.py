@@ -32,6 +32,7 @@ from rnnfc_cli.config import (
     ModelConfig,
     TrainConfig,
     check_choice,
+    embedding_size,
     parse_platforms,
 )
 from rnnfc_cli.errors import BadInputError, ModelDirError, RnnfcError
@@ -65,6 +66,10 @@ class TrainRequest:
       checkpoint_every: seconds between snapshots of the train state (0: every epoch).
       stop: set it (e.g. from a signal handler) to snapshot and stop; ``train_model``
         then raises ``TrainingInterruptedError``.
+      max_vocab, min_count: the token vocabularies' cap and the count a token needs to be
+        kept (``preprocessing.build_vocabulary``).
+      embed_dim: every token column's embedding size; 0 chooses it from the vocabulary
+        size (``config.embedding_size``).
     """
 
     data: str
@@ -79,6 +84,9 @@ class TrainRequest:
     resume: bool = False
     checkpoint_every: float = CHECKPOINT_EVERY
     stop: threading.Event | None = None
+    max_vocab: int = preprocessing.MAX_VOCAB
+    min_count: int = preprocessing.MIN_COUNT
+    embed_dim: int = 0
 
     def __post_init__(self) -> None:
         check_choice("--normalize", self.normalize, NORMALIZATIONS)
@@ -95,6 +103,7 @@ class TrainRequest:
             val=settings.val,
             normalize=settings.normalize,
             extra_files={"config.toml": settings.to_toml()},
+            **settings.vocabulary_options(),
             **where,
         )
 
@@ -172,7 +181,9 @@ def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dic
     # Saved, keyed and refitted with the epochs chosen for this data.
     request = dataclasses.replace(request, train=request.train.resolved(len(train_data)))
     refitting = _refits(request, held_out=len(val_data))
-    prep = preprocessing.fit(train_data, request.normalize, request.read)
+    prep = preprocessing.fit(
+        train_data, request.normalize, request.read, request.max_vocab, request.min_count
+    )
     train_arrays = _arrays(prep, train_data)
     val_arrays = _arrays(prep, val_data)
     options = dict(request.model_options)
@@ -182,8 +193,12 @@ def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dic
         # With a front end, the convolutions see every step and downsampling shortens the
         # recurrence; without one, patches do both.
         options["patch"] = 1 if options.get("conv") else auto_patch(train_data.lengths)
+    options["embeddings"] = tuple(
+        (ids, request.embed_dim or embedding_size(ids))
+        for ids in (len(v) + preprocessing.RESERVED_IDS for v in prep.vocabularies)
+    )
     model_config = ModelConfig(
-        num_features=prep.num_features, num_classes=len(prep.labels), **options
+        num_features=prep.model_features, num_classes=len(prep.labels), **options
     )
 
     clock.lap("preprocess")
@@ -579,7 +594,10 @@ def score(
         rows = np.asarray(rows)
         return attribute(np.asarray(inputs[rows]), sequences.lengths[rows], targets)
 
-    report = classification_report(true, proba)
+    report = dataclasses.replace(
+        classification_report(true, proba),
+        unknown_token_rate=preprocessing.unknown_token_rate(prep, sequences),
+    )
     return Scored(report, classes, sequences, true, proba, files, attribute_rows)
 
 
@@ -637,6 +655,14 @@ def description(files: checkpoint.ModelFiles) -> dict[str, Any]:
         },
         "input_format": prep.source_format,
         "normalize": prep.normalize,
+        "tokens": None
+        if not prep.categorical
+        else {
+            "columns": list(prep.categorical),
+            "vocabulary_sizes": [len(v) for v in prep.vocabularies],
+            "embedding_sizes": [size for _, size in files.model.embeddings],
+            "split": prep.token_split if prep.tokens else None,
+        },
         "summary": files.summary,
         "rnnfc_version": files.rnnfc_version,
     }

@@ -38,16 +38,25 @@ def make_attribute_fn(model: SequenceClassifier, steps: int = PATH_STEPS):
         proba = jax.vmap(member)(params).mean(axis=0)  # [batch, classes]
         return jnp.log(proba[:, target])
 
+    numeric = model.num_features - len(model.embeddings)
+
+    def along(alpha: jax.Array, x: jax.Array) -> jax.Array:
+        """The point ``alpha`` of the path: the numeric features scaled, the token ids
+        (the last features) as they are: an id between two ids means nothing, so tokens
+        stay in the baseline and get no attribution."""
+        return jnp.concatenate([alpha * x[..., :numeric], x[..., numeric:]], axis=-1)
+
     @jax.jit
     def attribute(params, x, length, target):
         alphas = (jnp.arange(steps, dtype=x.dtype) + 0.5) / steps
-        path = alphas[:, None, None] * x[None]
+        path = jax.vmap(along, in_axes=(0, None))(alphas, x)
         lengths = jnp.full((steps,), length, jnp.int32)
         # Each point of the path is its own row, so one gradient of the sum gives them all.
         grads = jax.grad(lambda p: log_proba(params, p, lengths, target).sum())(path)
-        ends = jnp.stack([jnp.zeros_like(x), x])
+        ends = jnp.stack([along(jnp.zeros((), x.dtype), x), x])
         change = jnp.diff(log_proba(params, ends, jnp.full((2,), length, jnp.int32), target))
-        return x * grads.mean(axis=0), change[0]
+        attributed = x * grads.mean(axis=0)
+        return attributed.at[..., numeric:].set(0.0), change[0]
 
     return attribute
 

@@ -254,6 +254,49 @@ def train(
             help="With --time-features, add the time since the sequence's first step too.",
         ),
     ] = _RUN.elapsed_time,
+    categorical: Annotated[
+        str | None,
+        _data_opt(
+            "--categorical",
+            help="Long-CSV columns that hold categories (strings or codes), joined by commas: "
+            "each gets a learned embedding.",
+        ),
+    ] = _RUN.categorical,
+    tokens: Annotated[
+        str | None,
+        _data_opt(
+            "--tokens",
+            help="A CSV column whose every cell is a whole sequence of tokens (one sequence "
+            "per row, the label beside it).",
+        ),
+    ] = _RUN.tokens,
+    token_split: Annotated[
+        str,
+        _data_opt(
+            "--token-split",
+            help="How a --tokens cell splits: space (on whitespace) or char (DNA, codes).",
+        ),
+    ] = _RUN.token_split,
+    max_vocab: Annotated[
+        int,
+        _data_opt(
+            "--max-vocab", help="Keep at most this many tokens per column, the most frequent."
+        ),
+    ] = _RUN.max_vocab,
+    min_count: Annotated[
+        int,
+        _data_opt(
+            "--min-count",
+            help="Keep tokens seen at least this often in training; the rest read as unknown.",
+        ),
+    ] = _RUN.min_count,
+    embed_dim: Annotated[
+        str,
+        _model_opt(
+            "--embed-dim",
+            help="Embedding size of every token column; auto: 1.6 * ids^0.56, at most 64.",
+        ),
+    ] = _RUN.embed_dim,
     normalize: Annotated[
         str,
         _data_opt(

@@ -99,6 +99,13 @@ def column_choice(columns: dict[str, list[str]]) -> list[str]:
     return parts
 
 
+def embedding_size(ids: int) -> int:
+    """The embedding size of a token column with ``ids`` ids (reserved ones included):
+    fast.ai's rule of thumb for categorical embeddings, 1.6 * ids ** 0.56 rounded, capped
+    at 64 (the default recurrent state size: larger vectors would outweigh it)."""
+    return max(2, min(64, round(1.6 * ids**0.56)))
+
+
 @dataclasses.dataclass(frozen=True)
 class _Serializable:
     def to_dict(self) -> dict[str, Any]:
@@ -153,6 +160,9 @@ class ModelConfig(_Serializable):
         classify on their own and the recurrent branch adds what they miss (on small
         sets of long series the recurrent branch otherwise overfitted: ArrowHead 0.72
         without, 0.85 with 0.5).
+      embeddings: (ids, size) of a learned embedding for each of the last
+        ``len(embeddings)`` input features, which hold token ids (``--categorical``,
+        ``--tokens``): each id becomes a vector of that size, beside the other features.
     """
 
     num_features: int
@@ -171,10 +181,17 @@ class ModelConfig(_Serializable):
     downsample: int = 1
     skip: bool = True
     branch_dropout: float = 0.5
+    embeddings: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         """The library gets the checks the command line gets; messages name the flag."""
         object.__setattr__(self, "dense", tuple(self.dense))  # hashable, as JSON gives lists
+        embeddings = tuple((int(ids), int(size)) for ids, size in self.embeddings)
+        object.__setattr__(self, "embeddings", embeddings)
+        for _, size in embeddings:
+            check_range("--embed-dim", size, 1, 4096)
+        if len(embeddings) > self.num_features:
+            raise BadInputError("embeddings: more token columns than input features")
         check_choice("--cell", self.cell, CELLS)
         check_range("--hidden", self.hidden, 1, 8192)
         check_range("--layers", self.layers, 0, 16)

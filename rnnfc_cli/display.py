@@ -230,6 +230,8 @@ def render_eval(report: dict[str, Any]) -> None:
     head.add_row("accuracy", _fmt(report["accuracy"]))
     head.add_row("macro F1", _fmt(report["macro_f1"]))
     head.add_row("log loss", _fmt(report["log_loss"]))
+    if "unknown_token_rate" in report:
+        head.add_row("unknown tokens", _fmt(report["unknown_token_rate"]))
     results.print(head)
 
     per_class = Table(title="Per class", title_justify="left")
@@ -273,6 +275,7 @@ def render_info(info: dict[str, Any], verbose: bool = False) -> None:
         ("parameters", f"{summary.get('params', 0):,}"),
         ("labels", ", ".join(str(label) for label in info["labels"])),
         ("features", _features(info)),
+        *([("tokens", _tokens(info["tokens"]))] if info.get("tokens") else []),
         ("input format", info["input_format"]),
         (
             "training data",
@@ -293,6 +296,18 @@ def render_info(info: dict[str, Any], verbose: bool = False) -> None:
     for name, value in rows:
         table.add_row(name, value)
     results.print(table)
+
+
+def _tokens(tokens: dict[str, Any]) -> str:
+    """``event: 12 tokens, embedding 7`` per token column."""
+    parts = [
+        f"{name}: {size:,} tokens, embedding {embedding}"
+        for name, size, embedding in zip(
+            tokens["columns"], tokens["vocabulary_sizes"], tokens["embedding_sizes"], strict=True
+        )
+    ]
+    split = f" (split: {tokens['split']})" if tokens["split"] else ""
+    return "; ".join(parts) + split
 
 
 def _features(info: dict[str, Any]) -> str:

@@ -72,6 +72,12 @@ def check_exportable(files: ModelFiles, output_format: str) -> None:
             f"{files.path}: trained with --time-features ({', '.join(prep_time_features)}), "
             "which export does not derive yet; export a model trained without them"
         )
+    if categorical := files.preprocessing.categorical:
+        flag = "--tokens" if files.preprocessing.tokens else "--categorical"
+        raise BadInputError(
+            f"{files.path}: reads tokens ({flag} {','.join(categorical)}), which export does "
+            "not encode yet; export a model trained on numbers"
+        )
     if output_format == "onnx" and files.model.precision != "float32":
         raise BadInputError(
             f"{files.path}: trained with --precision {files.model.precision}, whose bfloat16 "

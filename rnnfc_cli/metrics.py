@@ -31,6 +31,8 @@ class Report:
       n: number of sequences scored.
       confusion: int[classes, classes]; rows are true classes, columns predictions.
       per_class: one entry per class of the model, in class order.
+      unknown_token_rate: for a model that reads tokens, the share of the data's tokens
+        its vocabularies do not hold (``preprocessing.unknown_token_rate``), else None.
     """
 
     accuracy: float
@@ -39,10 +41,17 @@ class Report:
     n: int
     confusion: np.ndarray
     per_class: tuple[ClassScores, ...]
+    unknown_token_rate: float | None = None
 
     def to_dict(self, labels: list[Any]) -> dict[str, Any]:
         """The public JSON schema of ``rnnfc eval --json``."""
+        tokens = (
+            {}
+            if self.unknown_token_rate is None
+            else {"unknown_token_rate": self.unknown_token_rate}
+        )
         return {
+            **tokens,
             "accuracy": self.accuracy,
             "macro_f1": self.macro_f1,
             "log_loss": self.log_loss,

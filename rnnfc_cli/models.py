@@ -369,6 +369,7 @@ class SequenceClassifier(nn.Module):
     downsample: int
     skip: bool
     branch_dropout: float
+    embeddings: Sequence[tuple[int, int]] = ()
 
     def setup(self):
         dtype = PRECISIONS[self.precision]
@@ -381,6 +382,9 @@ class SequenceClassifier(nn.Module):
             for i, (channels, kernel) in enumerate(blocks)
         ]
         self.conv_norms = [MaskedBatchNorm(name=f"conv_norm_{i}") for i in range(len(blocks))]
+        self.embed = [
+            nn.Embed(ids, size, name=f"embed_{i}") for i, (ids, size) in enumerate(self.embeddings)
+        ]
         if self.patch > 1:
             self.patch_projection = dense(self.hidden, name="patch_projection")
         self.forward = [
@@ -429,7 +433,7 @@ class SequenceClassifier(nn.Module):
           float32[batch, num_classes] logits. With ``precision="bf16"`` every matrix
           product takes bfloat16 inputs (parameters, states and sums stay float32).
         """
-        x, joined = inputs, []
+        x, joined = self._embedded(inputs), []
         if self.convolutions:
             x, joined, lengths = self._front_end(x, lengths, train, row_weights, axis_name)
         if not self.layers:
@@ -459,6 +463,21 @@ class SequenceClassifier(nn.Module):
         if joined:
             h = jnp.concatenate([self.branch_drop(h, deterministic=not train), *joined], axis=-1)
         return self._head(h, train)
+
+    def _embedded(self, inputs: jax.Array) -> jax.Array:
+        """The inputs with each token-id feature (the last ``len(embeddings)``) replaced by
+        its learned vector: float32[batch, time, numeric + embedding sizes]."""
+        if not self.embed:
+            return inputs
+        numeric = inputs.shape[-1] - len(self.embed)
+        # Clipped as floats: padded steps may hold anything (NaN too), and an id out of
+        # range would gather NaN.
+        ids = jnp.nan_to_num(jnp.asarray(inputs[..., numeric:]), nan=0.0)
+        vectors = [
+            embed(jnp.clip(ids[..., i], 0, embed.num_embeddings - 1).astype(jnp.int32))
+            for i, embed in enumerate(self.embed)
+        ]
+        return jnp.concatenate([inputs[..., :numeric], *vectors], axis=-1)
 
     def _front_end(self, x, lengths, train, row_weights, axis_name):
         """Conv blocks (conv, masked batch norm, ReLU) over the valid steps; returns the

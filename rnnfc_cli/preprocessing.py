@@ -17,6 +17,7 @@ from rnnfc_cli.errors import BadInputError
 from rnnfc_cli.lazy import CHUNK_ROWS, LazyInputs, blocks
 from rnnfc_cli.readers import (
     MODEL_FEATURES,
+    Categories,
     ReadOptions,
     SequenceData,
     exact_pattern,
@@ -55,6 +56,13 @@ class Preprocessing:
         CSV is read by ``feature_names``), see ``read_options``.
       time_features: the features derived from the time column (``ReadOptions``), last in
         ``feature_names``; derived again at eval and predict.
+      categorical: the columns read as tokens (``--categorical``, or the one ``--tokens``
+        column), each with its
+      vocabularies: entry, the tokens kept from the training data, most frequent first
+        (ties in text order); token ``vocabulary[i]`` has id ``i + RESERVED_IDS``, id
+        ``PAD_ID`` is padding and ``UNKNOWN_ID`` any token not kept.
+      tokens: whether ``categorical`` is one ``--tokens`` column (one sequence per cell),
+        split as ``token_split`` says.
     """
 
     labels: tuple[str, ...]
@@ -67,6 +75,16 @@ class Preprocessing:
     selected: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()
     time_features: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    vocabularies: tuple[tuple[str, ...], ...] = ()
+    tokens: bool = False
+    token_split: str = "space"
+
+    @property
+    def model_features(self) -> int:
+        """What the model reads per step: the scaled numeric features, then one token id
+        (as a float) per categorical column."""
+        return self.num_features + len(self.categorical)
 
     @property
     def derived_features(self) -> tuple[str, ...]:
@@ -96,6 +114,10 @@ class Preprocessing:
             selected=tuple(data.get("selected", ())),
             ignored=tuple(data.get("ignored", ())),
             time_features=tuple(data.get("time_features", ())),
+            categorical=tuple(data.get("categorical", ())),
+            vocabularies=tuple(tuple(str(t) for t in v) for v in data.get("vocabularies", ())),
+            tokens=bool(data.get("tokens", False)),
+            token_split=data.get("token_split", "space"),
         )
 
     def output_label(self, label: str) -> int | str:
@@ -108,11 +130,34 @@ class Preprocessing:
         return [self.output_label(label) for label in self.labels]
 
 
+# Token ids: padding, then tokens the vocabulary does not hold, then the vocabulary's.
+PAD_ID, UNKNOWN_ID, RESERVED_IDS = 0, 1, 2
+MAX_VOCAB, MIN_COUNT = 20_000, 1
+
+
+def build_vocabulary(
+    column: Categories, lengths: np.ndarray, max_vocab: int, min_count: int
+) -> tuple[str, ...]:
+    """The tokens of one column over the valid steps of the training data, most frequent
+    first (ties in text order), those seen fewer than ``min_count`` times left out, at most
+    ``max_vocab``."""
+    codes = column.codes[valid_steps(lengths, column.codes.shape[1])]
+    counts = np.bincount(codes, minlength=len(column.texts))
+    order = np.lexsort([column.texts, -counts])
+    kept = [i for i in order[:max_vocab] if counts[i] >= min_count]
+    return tuple(column.texts[kept].tolist())
+
+
 def fit(
-    data: SequenceData, normalize: str = "auto", read: ReadOptions | None = None
+    data: SequenceData,
+    normalize: str = "auto",
+    read: ReadOptions | None = None,
+    max_vocab: int = MAX_VOCAB,
+    min_count: int = MIN_COUNT,
 ) -> Preprocessing:
-    """Fit the label vocabulary and the chosen normalisation on training data ("auto":
-    see ``choose_normalization``), keeping the column choice ``data`` was ``read`` with."""
+    """Fit the label vocabulary, the token vocabularies and the chosen normalisation on
+    training data ("auto": see ``choose_normalization``), keeping the column choice
+    ``data`` was ``read`` with."""
     if data.labels is None:
         raise BadInputError(f"{data.source}: training data needs labels")
     labels = sorted_vocabulary(data.labels)
@@ -138,6 +183,13 @@ def fit(
         selected=() if read is None else read.features,
         ignored=() if read is None else read.ignore,
         time_features=() if read is None else read.time_features,
+        categorical=tuple(column.name for column in data.categories),
+        vocabularies=tuple(
+            build_vocabulary(column, data.lengths, max_vocab, min_count)
+            for column in data.categories
+        ),
+        tokens=read is not None and read.tokens is not None,
+        token_split="space" if read is None else read.token_split,
     )
 
 
@@ -146,7 +198,13 @@ def read_options(prep: Preprocessing, read: ReadOptions) -> ReadOptions:
     the user's column choice when ``read`` makes one, else with the model's: a long CSV by
     the feature columns it was trained on (columns beyond them are left out, a missing one
     is named), a wide CSV by the training's ``--features`` and ``--ignore``."""
-    read = dataclasses.replace(read, time_features=prep.time_features)
+    read = dataclasses.replace(
+        read,
+        time_features=prep.time_features,
+        categorical=() if prep.tokens else prep.categorical,
+        tokens=prep.categorical[0] if prep.tokens else None,
+        token_split=prep.token_split,
+    )
     if read.selects_columns:
         return read
     if prep.feature_names is not None:
@@ -211,6 +269,12 @@ def feature_moments(data: SequenceData, rows: int = CHUNK_ROWS) -> tuple[np.ndar
 
 def conform(prep: Preprocessing, data: SequenceData) -> SequenceData:
     """Check ``data`` against the training schema; reorder named features to model order."""
+    columns = tuple(column.name for column in data.categories)
+    if columns != prep.categorical:
+        raise BadInputError(
+            f"{data.source}: the model reads tokens from {list(prep.categorical) or 'no column'}"
+            f", this data holds them in {list(columns) or 'none'}"
+        )
     if data.feature_names is not None and prep.feature_names is not None:
         missing = [name for name in prep.feature_names if name not in data.feature_names]
         extra = [name for name in data.feature_names if name not in prep.feature_names]
@@ -243,13 +307,40 @@ def conform(prep: Preprocessing, data: SequenceData) -> SequenceData:
 
 
 def transform_inputs(prep: Preprocessing, data: SequenceData) -> np.ndarray | LazyInputs:
-    """Scaled inputs, float32[n, time, features], zero at padded steps; for data kept on
-    disk, a ``LazyInputs`` that scales each block as it is read."""
+    """Scaled inputs, float32[n, time, features], zero at padded steps, then one token id
+    per categorical column; for data kept on disk, a ``LazyInputs`` that scales each
+    block as it is read."""
     data = conform(prep, data)
     scale = functools.partial(scale_block, prep)
     if isinstance(data.inputs, LazyInputs):
         return data.inputs.with_transform(scale)
-    return scale(data.inputs, data.lengths)
+    scaled = scale(data.inputs, data.lengths)
+    if not prep.categorical:
+        return scaled
+    ids = token_ids(prep, data).astype(np.float32)  # exact: ids < 2**24
+    return np.concatenate([scaled, ids], axis=2)
+
+
+def token_ids(prep: Preprocessing, data: SequenceData) -> np.ndarray:
+    """int32[n, time, categorical columns]: each step's token id in the model's
+    vocabulary (``UNKNOWN_ID`` for a token it does not hold, ``PAD_ID`` past the end)."""
+    columns = []
+    for column, vocabulary in zip(data.categories, prep.vocabularies, strict=True):
+        index = {token: i + RESERVED_IDS for i, token in enumerate(vocabulary)}
+        lookup = np.array([index.get(t, UNKNOWN_ID) for t in column.texts.tolist()], np.int32)
+        codes = column.codes
+        columns.append(np.where(codes >= 0, lookup[np.maximum(codes, 0)], PAD_ID))
+    return np.stack(columns, axis=2).astype(np.int32)
+
+
+def unknown_token_rate(prep: Preprocessing, data: SequenceData) -> float | None:
+    """The share of the tokens at valid steps (all categorical columns together) that the
+    model's vocabularies do not hold; None for a model without tokens."""
+    if not prep.categorical:
+        return None
+    ids = token_ids(prep, conform(prep, data))
+    valid = valid_steps(data.lengths, ids.shape[1])
+    return float((ids[valid] == UNKNOWN_ID).mean())
 
 
 def scale_block(

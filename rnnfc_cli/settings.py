@@ -100,8 +100,10 @@ def read_options(
     features: str | None = None,
     ignore: str | None = None,
     derived: tuple[str, ...] = (),
+    **tokens: Any,
 ):
-    """A ``readers.ReadOptions`` from the data options (train's, eval's, predict's)."""
+    """A ``readers.ReadOptions`` from the data options (train's, eval's, predict's);
+    ``tokens``: train's ``categorical``, ``tokens`` and ``token_split``."""
     from rnnfc_cli.readers.sequences import ReadOptions
 
     return ReadOptions(
@@ -112,7 +114,12 @@ def read_options(
         features=column_patterns("--features", features),
         ignore=column_patterns("--ignore", ignore),
         time_features=derived,
+        **tokens,
     )
+
+
+# --token-split's choices (readers.TOKEN_SPLITS, without importing the readers).
+TOKEN_SPLITS = ("space", "char")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +140,12 @@ class RunSettings:
     time_features: bool = False
     elapsed_time: bool = False
     normalize: str = "auto"
+    categorical: str | None = None
+    tokens: str | None = None
+    token_split: str = "space"
+    max_vocab: int = 20_000
+    min_count: int = 1
+    embed_dim: str = "auto"
     # Model
     cell: str = _MODEL.cell
     hidden: int = _MODEL.hidden
@@ -179,6 +192,13 @@ class RunSettings:
         column_patterns("--features", self.features)
         column_patterns("--ignore", self.ignore)
         time_features(self.time_features, self.elapsed_time)
+        column_patterns("--categorical", self.categorical)
+        check_choice("--token-split", self.token_split, TOKEN_SPLITS)
+        if self.max_vocab < 1:
+            raise BadInputError(f"--max-vocab {self.max_vocab}: must be at least 1")
+        if self.min_count < 1:
+            raise BadInputError(f"--min-count {self.min_count}: must be at least 1")
+        self.vocabulary_options()
         # Build what they become: the model's and the training's own checks run now,
         # before any data is read.
         ModelConfig(num_features=1, num_classes=2, **self.model_options())
@@ -267,4 +287,12 @@ class RunSettings:
             self.features,
             self.ignore,
             derived,
+            categorical=column_patterns("--categorical", self.categorical),
+            tokens=self.tokens,
+            token_split=self.token_split,
         )
+
+    def vocabulary_options(self) -> dict[str, int]:
+        """``api.TrainRequest``'s token vocabulary and embedding options."""
+        embed_dim = parse_auto("--embed-dim", self.embed_dim, 4096, "an embedding size")
+        return {"max_vocab": self.max_vocab, "min_count": self.min_count, "embed_dim": embed_dim}

@@ -153,7 +153,8 @@ DATA_CASES: list[Case] = [
         ["train", "{file}"],
         {"a.csv": (GOOD_LONG + "s9,0,one,2,up\n").encode()},
         "row 26, column 'f0': 'one' is not a number; feature columns hold numbers (if 'f0' "
-        "holds the class, add --label-col f0; else remove the column)",
+        "holds categories, use --categorical f0; if it holds the class, add --label-col f0; "
+        "else remove the column)",
     ),
     (
         "nan-cell",

@@ -29,6 +29,8 @@ from rnnfc_cli.readers.numpy import (
 )
 from rnnfc_cli.readers.sequences import (
     MODEL_FEATURES,
+    TOKEN_SPLITS,
+    Categories,
     ReadOptions,
     SequenceData,
     canonical_labels,
@@ -41,6 +43,8 @@ __all__ = [
     "LAZY_MIN_BYTES",
     "MODEL_FEATURES",
     "STDIN",
+    "TOKEN_SPLITS",
+    "Categories",
     "ReadOptions",
     "SequenceData",
     "canonical_labels",
@@ -80,6 +84,12 @@ def read_sequences(path: str, options: ReadOptions | None = None) -> SequenceDat
         raise BadInputError(
             f"{path}: time features come from a long CSV's time column; an {kind.upper()} "
             "file has none"
+        )
+    if kind != "csv" and (options.categorical or options.tokens is not None):
+        flag = "--tokens" if options.tokens is not None else "--categorical"
+        raise BadInputError(
+            f"{path}: {flag} reads tokens from CSV columns; an {kind.upper()} file holds "
+            "numbers only (write the tokens to a CSV)"
         )
     if kind == "npz":
         return read_npz(file, options)

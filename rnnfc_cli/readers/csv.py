@@ -21,6 +21,7 @@ from rnnfc_cli.readers.csv_source import (
     NUMBER,
     TEXT,
     CsvInput,
+    _is_number,
     read_header,
     read_table,
     row_at,
@@ -28,6 +29,7 @@ from rnnfc_cli.readers.csv_source import (
 )
 from rnnfc_cli.readers.sequences import (
     MODEL_FEATURES,
+    Categories,
     ReadOptions,
     SequenceData,
     canonical_labels,
@@ -60,31 +62,52 @@ class CsvPlan:
       long: the long layout (an id column groups rows into sequences), else wide (a row
         is a sequence).
       values: the value columns in model order (long: features; wide: time steps).
-      columns: every column read, name -> ``NUMBER`` or ``TEXT``.
+      columns: every column read, name -> ``NUMBER``, ``TEXT`` or ``CATEGORY``.
       label: the label column when labels are read, else None.
+      categorical: long layout: the columns read as categories (``--categorical``).
+      tokens: the column whose cells are whole token sequences (``--tokens``), else None.
     """
 
     long: bool
     values: tuple[str, ...]
     columns: dict[str, str]
     label: str | None
+    categorical: tuple[str, ...] = ()
+    tokens: str | None = None
 
     def sequences(self, table: CsvTable, options: ReadOptions) -> SequenceData:
         """Sequences with their labels as written (canonical only over a whole file)."""
+        if self.tokens is not None:
+            return token_csv(table, options, self)
         return long_csv(table, options, self) if self.long else wide_csv(table, options, self)
 
 
 def plan_columns(header: list[str], options: ReadOptions, source: str) -> CsvPlan:
-    long = options.id_col in header
     label = options.label_col if options.require_labels else None
     if label is not None and label not in header:
         raise BadInputError(
             f"{source}: no label column '{label}' (columns: {preview(header)}); name it "
             f"with --label-col, e.g. --label-col {_label_candidate(header, options)}"
         )
+    if options.tokens is not None:
+        return _plan_tokens(header, options, source, label)
+    long = options.id_col in header
+    if options.categorical and not long:
+        raise BadInputError(
+            f"{source}: --categorical names columns of a long CSV (one step per row, an "
+            f"'{options.id_col}' column); for a whole sequence of tokens in one cell use "
+            "--tokens COLUMN"
+        )
     if long:
-        values = value_columns(header, options, source, reserved_columns(options))
-        if not values:
+        reserved = reserved_columns(options)
+        for name in options.categorical:
+            if name not in header or name in reserved:
+                what = "is the id, label or time column" if name in reserved else "no such column"
+                raise BadInputError(
+                    f"{source}: --categorical '{name}': {what} (columns: {preview(header)})"
+                )
+        values = value_columns(header, options, source, reserved | set(options.categorical))
+        if not values and not options.categorical:
             raise BadInputError(
                 f"{source}: has no feature columns besides "
                 f"'{options.id_col}', '{options.label_col}' and '{options.time_col}'"
@@ -95,6 +118,7 @@ def plan_columns(header: list[str], options: ReadOptions, source: str) -> CsvPla
                 f"(columns: {preview(header)}); name it with --time-col"
             )
         texts = {options.id_col: CATEGORY, options.time_col: TEXT, label: CATEGORY}
+        texts.update(dict.fromkeys(options.categorical, CATEGORY))
     else:
         if options.time_features:
             raise BadInputError(
@@ -112,7 +136,26 @@ def plan_columns(header: list[str], options: ReadOptions, source: str) -> CsvPla
     names = tuple(header[i] for i in values)
     columns = dict.fromkeys(names, NUMBER)
     columns.update((name, kind) for name, kind in texts.items() if name in header)
-    return CsvPlan(long, names, columns, label)
+    return CsvPlan(long, names, columns, label, categorical=options.categorical)
+
+
+def _plan_tokens(header: list[str], options: ReadOptions, source: str, label: str | None):
+    """``--tokens COLUMN``: a row is a sequence, its tokens in one cell; only that column
+    and the label are read."""
+    column = options.tokens
+    if column not in header:
+        raise BadInputError(
+            f"{source}: --tokens '{column}': no such column (columns: {preview(header)})"
+        )
+    if column == label:
+        raise BadInputError(f"{source}: --tokens '{column}' is the label column")
+    if options.categorical:
+        raise BadInputError(
+            f"{source}: --tokens and --categorical: a file is either one token sequence "
+            "per row or one step per row; give one of them"
+        )
+    columns = {column: TEXT, **({label: CATEGORY} if label is not None else {})}
+    return CsvPlan(False, (), columns, label, tokens=column)
 
 
 def value_columns(
@@ -321,19 +364,65 @@ def long_csv(table: CsvTable, options: ReadOptions, plan: CsvPlan) -> SequenceDa
     if seconds is not None:
         rows = np.concatenate([rows, _time_features(seconds[order], position, options)], axis=1)
         names += tuple(time_feature_name(options.time_col, k) for k in options.time_features)
-    if one_length:  # the rows, in order, are the array
-        inputs = rows.reshape(len(counts), counts[0], rows.shape[1])
-    else:
-        inputs = np.zeros((len(counts), int(counts.max()), rows.shape[1]))
-        inputs[sorted_group, position] = rows
+
+    def steps(per_row: np.ndarray, fill: float | int) -> np.ndarray:
+        """[sequences, time, ...] from values per row in sequence order."""
+        if one_length:  # the rows, in order, are the array
+            return per_row.reshape(len(counts), counts[0], *per_row.shape[1:])
+        out = np.full((len(counts), int(counts.max()), *per_row.shape[1:]), fill, per_row.dtype)
+        out[sorted_group, position] = per_row
+        return out
+
+    categories = []
+    for name in plan.categorical:
+        codes, texts = table.codes(name)
+        categories.append(Categories(name, steps(codes[order], -1), texts))
     return SequenceData(
-        inputs=inputs,
+        inputs=steps(rows, 0.0),
         lengths=counts.astype(np.int64),
         labels=None if labels is None else _labels_per_group(table, plan, labels, group, group_ids),
         ids=group_ids.tolist(),
         feature_names=names,
         source_format="long-csv",
         source=table.source,
+        categories=tuple(categories),
+    )
+
+
+def token_csv(table: CsvTable, options: ReadOptions, plan: CsvPlan) -> SequenceData:
+    """One sequence per row from the tokens of one cell (``--tokens``), split on
+    whitespace or into characters (``--token-split``)."""
+    labels = _labels(table, plan)
+    cells, texts = table.codes(plan.tokens)
+    if all(_is_number(text) for text in texts.tolist()):
+        raise BadInputError(
+            f"{table.source}: --tokens '{plan.tokens}': every cell holds one number, not a "
+            "sequence of tokens; numbers per step go in a long or wide CSV as features"
+        )
+    split = list if options.token_split == "char" else str.split
+    pieces = [split(text) for text in texts.tolist()]
+    sizes = np.array([len(piece) for piece in pieces], dtype=np.int64)
+    if (sizes[cells] == 0).any():
+        row = int(np.flatnonzero(sizes[cells] == 0)[0])
+        raise BadInputError(f"{table.where(row, plan.tokens)}: no tokens (an empty sequence)")
+    vocabulary, coded = np.unique(
+        np.array([token for piece in pieces for token in piece], dtype=str), return_inverse=True
+    )
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    lengths = sizes[cells]
+    codes = np.full((len(cells), int(lengths.max())), -1, dtype=np.int32)
+    row_of = np.repeat(np.arange(len(cells)), lengths)
+    position = np.arange(len(row_of)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    codes[row_of, position] = coded[starts[cells][row_of] + position]
+    return SequenceData(
+        inputs=np.zeros((len(cells), codes.shape[1], 0)),
+        lengths=lengths,
+        labels=None if labels is None else labels[1][labels[0]],
+        ids=list(range(len(cells))),
+        feature_names=None,
+        source_format="token-csv",
+        source=table.source,
+        categories=(Categories(plan.tokens, codes, vocabulary),),
     )
 
 

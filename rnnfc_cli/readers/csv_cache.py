@@ -44,6 +44,8 @@ def cached(file: Path, options: ReadOptions, delimiter: str) -> SequenceData | N
     needed; None when the file is read in memory instead."""
     from rnnfc_cli.runtime import cache_dir
 
+    if options.categorical or options.tokens is not None:
+        return None  # tokens are read in memory: the cache holds numbers only
     stat = file.stat()
     key = json.dumps(
         [

@@ -306,7 +306,8 @@ def _is_number(cell: str) -> bool:
 def not_a_number(where: str, cell: str, name: str) -> BadInputError:
     return BadInputError(
         f"{where}: '{cell}' is not a number; feature columns hold numbers (if '{name}' "
-        f"holds the class, add --label-col {name}; else remove the column)"
+        f"holds categories, use --categorical {name}; if it holds the class, add --label-col "
+        f"{name}; else remove the column)"
     )
 
 

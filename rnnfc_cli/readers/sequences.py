@@ -38,6 +38,12 @@ class ReadOptions:
         others in this order: "gap" (log1p of the time since the sequence's previous step,
         0 at its first) and "elapsed" (log1p of the time since its first step); times are
         numbers, or ISO-8601 timestamps counted in seconds.
+      categorical: long-CSV columns whose cells are categories (strings or integer codes),
+        read as ``SequenceData.categories``, not as numbers.
+      tokens: a CSV column whose every cell is a whole sequence of tokens, one sequence
+        per row (the label beside it); the other columns are not read.
+      token_split: how a ``tokens`` cell splits: "space" (on runs of whitespace) or "char"
+        (every character a token: DNA, protein, codes).
     """
 
     label_col: str = "label"
@@ -49,10 +55,35 @@ class ReadOptions:
     ignore: tuple[str, ...] = ()
     chosen_by: str = "--features"
     time_features: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    tokens: str | None = None
+    token_split: str = "space"
 
     @property
     def selects_columns(self) -> bool:
         return bool(self.features or self.ignore)
+
+
+TOKEN_SPLITS = ("space", "char")
+
+
+@dataclasses.dataclass(frozen=True)
+class Categories:
+    """The tokens of one categorical column (or a token column), coded by this file.
+
+    Attributes:
+      name: the column.
+      codes: int32[n, time]: each step's index into ``texts``, -1 past a sequence's end.
+      texts: the distinct tokens as written (spaces around them stripped; "" for an empty
+        cell, a category of its own).
+    """
+
+    name: str
+    codes: np.ndarray
+    texts: np.ndarray
+
+    def subset(self, index: np.ndarray, steps: int) -> Categories:
+        return dataclasses.replace(self, codes=self.codes[index, :steps])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +100,9 @@ class SequenceData:
       feature_names: CSV feature column names (long format), else None.
       source_format: "wide-csv", "long-csv", "npz" or "npy".
       source: the file name used in messages.
+      categories: the categorical or token columns, each step's token beside the
+        ``inputs`` of the same step (``inputs`` has no feature for them; it may have no
+        features at all).
     """
 
     inputs: np.ndarray | LazyInputs
@@ -78,6 +112,7 @@ class SequenceData:
     feature_names: tuple[str, ...] | None
     source_format: str
     source: str
+    categories: tuple[Categories, ...] = ()
 
     @property
     def num_features(self) -> int:
@@ -101,6 +136,7 @@ class SequenceData:
             lengths=lengths,
             labels=None if self.labels is None else self.labels[index],
             ids=[self.ids[i] for i in index],
+            categories=tuple(column.subset(index, max_len) for column in self.categories),
         )
 
 
