@@ -198,10 +198,11 @@ def read_options(prep: Preprocessing, read: ReadOptions) -> ReadOptions:
     the user's column choice when ``read`` makes one, else with the model's: a long CSV by
     the feature columns it was trained on (columns beyond them are left out, a missing one
     is named), a wide CSV by the training's ``--features`` and ``--ignore``."""
+    from_csv = prep.source_format in ("long-csv", "token-csv")  # NPZ tokens need no flag
     read = dataclasses.replace(
         read,
         time_features=prep.time_features,
-        categorical=() if prep.tokens else prep.categorical,
+        categorical=prep.categorical if from_csv and not prep.tokens else (),
         tokens=prep.categorical[0] if prep.tokens else None,
         token_split=prep.token_split,
     )

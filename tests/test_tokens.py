@@ -248,3 +248,58 @@ def test_attributions_go_to_numbers_and_add_up_with_tokens_held(event_model):
     values = np.asarray(values)
     assert np.all(values[:, -1] == 0) and np.any(values[:, 0] != 0)
     assert values.sum() == pytest.approx(float(change), abs=2e-2)
+
+
+def _token_npz(path: Path, seed: int, **extra) -> Path:
+    """Integer codes whose order decides the class: 21 then 22, or 22 then 21."""
+    rng = np.random.default_rng(seed)
+    n, steps = 24, 12
+    tokens = rng.integers(0, 20, (n, steps))
+    labels = np.array(["a", "b"] * (n // 2))
+    lengths = rng.integers(6, steps + 1, n)
+    for i in range(n):
+        at = int(rng.integers(0, lengths[i] - 2))
+        tokens[i, at : at + 2] = [21, 22] if labels[i] == "a" else [22, 21]
+        tokens[i, lengths[i] :] = -1
+    np.savez(path, tokens=tokens, y=labels, **extra)
+    return path
+
+
+def test_integer_tokens_in_an_npz_need_no_flag_and_pad_with_negative_codes(tmp_path):
+    data = _token_npz(tmp_path / "train.npz", seed=0)
+    model = tmp_path / "m"
+    result = invoke("train", data, "-m", model, *TINY_FLAGS)
+    assert result.exit_code == 0, result.stderr
+    info = json.loads(invoke("info", model, "--json").stdout)
+    assert info["tokens"]["columns"] == ["tokens"] and info["features"] == 0
+    # The same sequences with their lengths given and other codes in the padding.
+    with np.load(data) as saved:
+        tokens, labels = saved["tokens"], saved["y"]
+    lengths = (tokens >= 0).sum(axis=1)
+    other = tmp_path / "other.npz"
+    np.savez(other, tokens=np.where(tokens < 0, 99, tokens), y=labels, lengths=lengths)
+    first, second = api.predict(model, str(data)), api.predict(model, str(other))
+    np.testing.assert_allclose(first.proba, second.proba, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"tokens": np.ones((2, 3)), "y": np.array(["a", "b"])}, "expected integer codes"),
+        (
+            {"tokens": np.array([[1, -1, 2], [1, 2, 3]]), "y": np.array(["a", "b"])},
+            "tokens[0, 1, 0] is -1 inside the sequence",
+        ),
+        (
+            {"tokens": np.ones((2, 3), int), "X": np.ones((2, 4)), "y": np.array(["a", "b"])},
+            "give both the same",
+        ),
+    ],
+    ids=["float-codes", "negative-inside", "shapes-differ"],
+)
+def test_bad_npz_tokens_are_one_line_and_exit_2(tmp_path, arrays, message):
+    data = tmp_path / "bad.npz"
+    np.savez(data, **arrays)
+    result = invoke("train", data, "-m", tmp_path / "m", *TINY_FLAGS)
+    assert result.exit_code == 2, result.stderr
+    assert message in result.stderr and result.stderr.count("\n") == 1

@@ -17,6 +17,7 @@ import numpy as np
 from rnnfc_cli.errors import BadInputError
 from rnnfc_cli.lazy import CHUNK_ROWS, LazyInputs
 from rnnfc_cli.readers.sequences import (
+    Categories,
     ReadOptions,
     SequenceData,
     canonical_labels,
@@ -117,14 +118,16 @@ def read_npz(path: Path, options: ReadOptions) -> SequenceData:
         raise BadInputError(f"{path}: is a .npy array, not an .npz archive; name it .npy")
     with archive:
         keys = set(archive.files)
-        if "X" not in keys:
-            raise BadInputError(f"{path}: no key 'X' (keys: {preview(sorted(keys))})")
+        if "X" not in keys and TOKENS_KEY not in keys:
+            raise BadInputError(
+                f"{path}: no key 'X' (or '{TOKENS_KEY}') (keys: {preview(sorted(keys))})"
+            )
         if options.require_labels and "y" not in keys:
             raise BadInputError(
                 f"{path}: no key 'y' with the labels (keys: {preview(sorted(keys))})"
             )
         arrays = {}
-        for key in ("X", "y", "lengths"):
+        for key in ("X", "y", "lengths", TOKENS_KEY):
             if key in keys and (key != "y" or options.require_labels):
                 try:
                     member = archive.zip.getinfo(f"{key}.npy")
@@ -134,9 +137,75 @@ def read_npz(path: Path, options: ReadOptions) -> SequenceData:
                 except _NUMPY_LOAD_ERRORS as err:
                     what = f"key '{key}'"
                     raise _numpy_load_error(err, path, what, f"{what} is unreadable") from None
-    return _from_arrays(
-        arrays["X"], arrays.get("y"), arrays.get("lengths"), str(path), "npz", "key 'y'"
-    )
+    tokens = arrays.get(TOKENS_KEY)
+    if tokens is None:
+        return _from_arrays(
+            arrays["X"], arrays.get("y"), arrays.get("lengths"), str(path), "npz", "key 'y'"
+        )
+    return _with_tokens(tokens, arrays, str(path))
+
+
+# The NPZ key of integer token codes: int[N, T] (or [N, T, C], one column per last index),
+# -1 (or any negative code) past each sequence's end unless ``lengths`` says where it is.
+TOKENS_KEY = "tokens"
+
+
+def _with_tokens(tokens: np.ndarray, arrays: dict[str, np.ndarray], source: str) -> SequenceData:
+    """An NPZ archive with integer token codes (``TOKENS_KEY``), and numbers per step in
+    ``X`` beside them or not."""
+    if tokens.dtype.kind not in "iu":
+        raise BadInputError(
+            f"{source}: key '{TOKENS_KEY}' has dtype {tokens.dtype}; expected integer codes"
+        )
+    if tokens.ndim not in (2, 3) or 0 in tokens.shape:
+        raise BadInputError(
+            f"{source}: key '{TOKENS_KEY}' has shape {tokens.shape}; expected (N, T) or (N, T, C)"
+        )
+    codes = tokens if tokens.ndim == 3 else tokens[:, :, None]
+    n, steps, columns = codes.shape
+    lengths = arrays.get("lengths")
+    if lengths is None:
+        present = (codes >= 0).any(axis=2)
+        lengths = np.where(present.any(axis=1), steps - np.argmax(present[:, ::-1], 1), 0)
+        if (lengths == 0).any():
+            row = int(np.flatnonzero(lengths == 0)[0])
+            raise BadInputError(f"{source}: {TOKENS_KEY}[{row}] has no codes >= 0 (empty)")
+    lengths = _check_lengths(np.asarray(lengths), n, steps, source)
+    valid = valid_steps(lengths, steps)
+    negative = (codes < 0) & valid[:, :, None]
+    if negative.any():
+        i, t, c = np.argwhere(negative)[0]
+        raise BadInputError(
+            f"{source}: {TOKENS_KEY}[{i}, {t}, {c}] is {codes[i, t, c]} inside the sequence "
+            f"(length {lengths[i]}); codes are >= 0, negative ones only pad"
+        )
+    if "X" in arrays:
+        data = _from_arrays(arrays["X"], arrays.get("y"), lengths, source, "npz", "key 'y'")
+        if data.inputs.shape[:2] != (n, steps):
+            raise BadInputError(
+                f"{source}: X has shape {data.inputs.shape[:2]} (N, T) but "
+                f"{TOKENS_KEY} {(n, steps)}; give both the same"
+            )
+    else:
+        labels = arrays.get("y")
+        data = SequenceData(
+            inputs=np.zeros((n, steps, 0)),
+            lengths=lengths.astype(np.int64),
+            labels=None if labels is None else _checked_labels(labels, n, source, "key 'y'"),
+            ids=list(range(n)),
+            feature_names=None,
+            source_format="npz",
+            source=source,
+        )
+    names = [TOKENS_KEY] if columns == 1 else [f"{TOKENS_KEY}:{c}" for c in range(columns)]
+    categories = []
+    for c, name in enumerate(names):
+        column = np.where(valid, codes[:, :, c], -1)
+        values, coded = np.unique(column[valid], return_inverse=True)
+        local = np.full(column.shape, -1, np.int32)
+        local[valid] = coded
+        categories.append(Categories(name, local, values.astype(str)))
+    return dataclasses.replace(data, categories=tuple(categories))
 
 
 # A .npy file at least this large stays on disk (memory-mapped, read per batch); smaller
