@@ -7,6 +7,12 @@ Two synthetic problems, each with train and test splits:
   label) and as NPZ (``motion_*.npz``: X padded with NaN, y, lengths).
 * ``cbf``: the classic cylinder / bell / funnel shapes with integer labels 0, 1, 2, 60-128
   steps long, as wide CSV (``cbf_*.csv``: label, t0 ... t127; short rows end in empty cells).
+* ``sessions``: web sessions as an event log (``sessions_*.csv``: session, time as ISO-8601
+  timestamps, page, action, dwell seconds, label), 8-30 events each. Every session visits
+  the search, product and cart pages once, among others; the order of those three decides
+  the class (purchase, compare or abandon), so counting pages cannot tell them apart.
+* ``dna``: reads of 60-100 bases, one per row (``dna_*.csv``: read, label); every read
+  holds the motifs TATAAT and GGGCGG, and which comes first decides the class.
 """
 
 from __future__ import annotations
@@ -103,12 +109,65 @@ def write_cbf(rng: np.random.Generator, name: str, count: int) -> None:
             writer.writerow([shape, *cells])
 
 
+# The order of the three pages every session visits, by class.
+SESSION_ORDERS = {
+    "purchase": ("search", "product", "cart"),
+    "compare": ("cart", "search", "product"),
+    "abandon": ("product", "cart", "search"),
+}
+OTHER_PAGES = ("home", "help", "account", "offers", "reviews")
+ACTIONS = ("view", "click", "scroll")
+
+
+def write_sessions(rng: np.random.Generator, name: str, count: int) -> None:
+    start = np.datetime64("2026-03-01T08:00:00")
+    with (HERE / f"sessions_{name}.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["session", "time", "page", "action", "dwell", "label"])
+        for number in range(count):
+            label = tuple(SESSION_ORDERS)[number % len(SESSION_ORDERS)]
+            steps = int(rng.integers(8, 31))
+            pages = list(rng.choice(OTHER_PAGES, steps))
+            key_steps = np.sort(rng.choice(steps, 3, replace=False))
+            for step, page in zip(key_steps, SESSION_ORDERS[label], strict=True):
+                pages[step] = page
+            at = start + np.timedelta64(int(rng.integers(0, 30 * 86400)), "s")
+            for page in pages:
+                dwell = float(rng.gamma(2.0, 8.0 if page != "cart" else 15.0))
+                action = ACTIONS[int(rng.integers(len(ACTIONS)))]
+                writer.writerow(
+                    [f"{name}-{number:04d}", str(at), page, action, f"{dwell:.1f}", label]
+                )
+                at += np.timedelta64(int(dwell) + 1, "s")
+
+
+DNA_MOTIFS = ("TATAAT", "GGGCGG")
+
+
+def write_dna(rng: np.random.Generator, name: str, count: int) -> None:
+    with (HERE / f"dna_{name}.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["read", "label"])
+        for number in range(count):
+            label = ("tata_first", "gc_first")[number % 2]
+            bases = list(rng.choice(list("ACGT"), int(rng.integers(60, 101))))
+            first, second = DNA_MOTIFS if label == "tata_first" else DNA_MOTIFS[::-1]
+            a = int(rng.integers(0, len(bases) // 2 - 6))
+            b = int(rng.integers(len(bases) // 2, len(bases) - 6))
+            bases[a : a + 6], bases[b : b + 6] = first, second
+            writer.writerow(["".join(bases), label])
+
+
 def main() -> None:
     rng = np.random.default_rng(20261127)
     write_motion(rng, "train", 320)
     write_motion(rng, "test", 160)
     write_cbf(rng, "train", 300)
     write_cbf(rng, "test", 150)
+    write_sessions(rng, "train", 600)
+    write_sessions(rng, "test", 300)
+    write_dna(rng, "train", 600)
+    write_dna(rng, "test", 300)
 
 
 if __name__ == "__main__":

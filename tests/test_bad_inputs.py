@@ -205,7 +205,12 @@ DATA_CASES: list[Case] = [
         "too few to hold out",
     ),
     # --- NumPy files
-    ("npz-missing-X", ["train", "{file}"], {"a.npz": _npz(x=X, y=Y)}, "no key 'X' (or 'tokens') (keys: x, y)"),
+    (
+        "npz-missing-X",
+        ["train", "{file}"],
+        {"a.npz": _npz(x=X, y=Y)},
+        "no key 'X' (or 'tokens') (keys: x, y)",
+    ),
     ("npz-missing-y", ["train", "{file}"], {"a.npz": _npz(X=X)}, "no key 'y'"),
     ("npz-truncated", ["train", "{file}"], {"a.npz": _npz(X=X, y=Y)[:300]}, "not a valid .npz"),
     (
