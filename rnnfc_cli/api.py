@@ -34,6 +34,7 @@ from rnnfc_cli.config import (
     check_choice,
     embedding_size,
     parse_platforms,
+    resolve_conv,
 )
 from rnnfc_cli.errors import BadInputError, ModelDirError, RnnfcError
 from rnnfc_cli.lazy import blocks
@@ -187,6 +188,7 @@ def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dic
     train_arrays = _arrays(prep, train_data)
     val_arrays = _arrays(prep, val_data)
     options = dict(request.model_options)
+    options["conv"] = resolve_conv(options.get("conv", ""), tokens=bool(prep.categorical))
     if not options.get("downsample"):
         options["downsample"] = auto_downsample(train_data.lengths) if options.get("conv") else 1
     if not options.get("patch"):

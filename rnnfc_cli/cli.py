@@ -364,7 +364,8 @@ def train(
         _model_opt(
             "--conv",
             help="Convolutional front end before the recurrent layers: channels:kernel blocks "
-            "(conv, batch norm over valid steps, ReLU), or 'none'.",
+            "(conv, batch norm over valid steps, ReLU), or 'none'; auto: 64:8,128:5,64:3, "
+            "or 64:3 for a model that reads tokens.",
         ),
     ] = _RUN.conv,
     downsample: Annotated[

@@ -433,9 +433,15 @@ class SequenceClassifier(nn.Module):
           float32[batch, num_classes] logits. With ``precision="bf16"`` every matrix
           product takes bfloat16 inputs (parameters, states and sums stay float32).
         """
-        x, joined = self._embedded(inputs), []
+        x = self._embedded(inputs)
+        # Token models: the embeddings' average over valid steps goes to the head too (a
+        # bag of tokens, what fastText classifies by), so that what counting decides need
+        # not be learned through the convolutions and the recurrence.
+        bag = [pool_states(x[:, -1], x, valid_mask(lengths, x.shape[1]), "mean", None)]
+        joined = bag if self.embed and self.skip else []
         if self.convolutions:
-            x, joined, lengths = self._front_end(x, lengths, train, row_weights, axis_name)
+            x, conv, lengths = self._front_end(x, lengths, train, row_weights, axis_name)
+            joined = joined + conv
         if not self.layers:
             return self._head(jnp.concatenate(joined, axis=-1), train)
         if self.patch > 1:

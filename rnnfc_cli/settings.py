@@ -20,12 +20,12 @@ import dataclasses
 from typing import Any, Self
 
 from rnnfc_cli.config import (
-    DEFAULT_CONV,
     NORMALIZATIONS,
     ModelConfig,
     TrainConfig,
     check_choice,
     conv_blocks,
+    resolve_conv,
 )
 from rnnfc_cli.errors import BadInputError
 
@@ -52,8 +52,11 @@ def parse_auto(option: str, text: str, most: int, what: str = "a number of steps
 
 
 def normal_conv(text: str) -> str:
-    """``--conv`` in its one spelling ("64:8,128:5", "" for none); a malformed spec is a
-    usage error (the ranges are ``ModelConfig``'s to check)."""
+    """``--conv`` in its one spelling ("64:8,128:5", "" for none, "auto" for the default
+    the data decides); a malformed spec is a usage error (the ranges are ``ModelConfig``'s
+    to check)."""
+    if text == "auto":
+        return text
     return ",".join(f"{channels}:{kernel}" for channels, kernel in conv_blocks(text))
 
 
@@ -156,7 +159,7 @@ class RunSettings:
     dropout: float = _MODEL.dropout
     layer_norm: bool = _MODEL.layer_norm
     patch: str = "auto"
-    conv: str = DEFAULT_CONV
+    conv: str = "auto"
     downsample: str = "auto"
     skip: bool = _MODEL.skip
     branch_dropout: float = _MODEL.branch_dropout
@@ -201,7 +204,10 @@ class RunSettings:
         self.vocabulary_options()
         # Build what they become: the model's and the training's own checks run now,
         # before any data is read.
-        ModelConfig(num_features=1, num_classes=2, **self.model_options())
+        options = self.model_options()
+        for tokens in (False, True):
+            conv = resolve_conv(options["conv"], tokens)
+            ModelConfig(num_features=1, num_classes=2, **{**options, "conv": conv})
         self.train_config()
 
     @classmethod

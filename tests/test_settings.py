@@ -13,7 +13,7 @@ import typer
 
 from rnnfc_cli import api
 from rnnfc_cli.cli import app
-from rnnfc_cli.config import ModelConfig, TrainConfig
+from rnnfc_cli.config import ModelConfig, TrainConfig, resolve_conv
 from rnnfc_cli.errors import BadInputError
 from rnnfc_cli.settings import RunSettings
 
@@ -50,7 +50,10 @@ def test_every_train_option_is_a_setting_or_named_as_output_and_defaults_agree()
 
 def test_the_defaults_are_valid_and_become_the_configs_defaults():
     settings = RunSettings()
-    model = ModelConfig(num_features=1, num_classes=2, **settings.model_options())
+    options = settings.model_options()
+    assert options["conv"] == "auto"  # the data decides: numbers or tokens
+    options["conv"] = resolve_conv(options["conv"], tokens=False)
+    model = ModelConfig(num_features=1, num_classes=2, **options)
     defaults = ModelConfig(num_features=1, num_classes=2)
     names = [field.name for field in dataclasses.fields(model)]
     changed = {name for name in names if getattr(model, name) != getattr(defaults, name)}
