@@ -47,14 +47,17 @@ def choose_format(path: Path, given: str | None) -> str:
 
 
 def probabilities_fn(files: ModelFiles, model: Any, params: Any):
-    """``(raw inputs float32[b, t, f], lengths int32[b]) -> float32[b, classes]``, the
-    whole of ``rnnfc predict --proba`` for a batch, as one traceable function."""
+    """``(raw inputs float32[b, t, f], lengths int32[b], token ids int32[b, t, c] for a
+    model that reads tokens) -> float32[b, classes]``, the whole of
+    ``rnnfc predict --proba`` for a batch, as one traceable function."""
     import jax
     import jax.numpy as jnp
 
-    def probabilities(inputs, lengths):
+    def probabilities(inputs, lengths, *tokens):
         lengths = lengths.astype(jnp.int32)
         scaled = scale_block(files.preprocessing, inputs.astype(jnp.float32), lengths, jnp)
+        if tokens:  # ids as the model reads them: float features after the numbers
+            scaled = jnp.concatenate([scaled, tokens[0].astype(jnp.float32)], axis=2)
 
         def member(p):
             logits = model.apply({"params": p}, scaled, lengths, train=False)
@@ -72,12 +75,6 @@ def check_exportable(files: ModelFiles, output_format: str) -> None:
             f"{files.path}: trained with --time-features ({', '.join(prep_time_features)}), "
             "which export does not derive yet; export a model trained without them"
         )
-    if categorical := files.preprocessing.categorical:
-        flag = "--tokens" if files.preprocessing.tokens else "--categorical"
-        raise BadInputError(
-            f"{files.path}: reads tokens ({flag} {','.join(categorical)}), which export does "
-            "not encode yet; export a model trained on numbers"
-        )
     if output_format == "onnx" and files.model.precision != "float32":
         raise BadInputError(
             f"{files.path}: trained with --precision {files.model.precision}, whose bfloat16 "
@@ -91,18 +88,30 @@ def _metadata(files: ModelFiles, output_format: str) -> dict[str, Any]:
     order, the features and the input format it expects, where it came from."""
     prep = files.preprocessing
     features = prep.num_features
+    inputs = {
+        "inputs": f"float32[batch, time, {features}]: raw values, as rnnfc predict reads "
+        "them; steps past each length are ignored",
+        "lengths": "int32[batch]",
+    }
+    if prep.categorical:
+        inputs["tokens"] = (
+            f"int32[batch, time, {len(prep.categorical)}]: each step's token id in the "
+            "vocabulary of its column (vocabularies: token i has id i + 2; 1 is any other "
+            "token, 0 padding)"
+        )
+        if output_format == "onnx" and not features:
+            del inputs["inputs"]  # a model of tokens alone takes none
     return {
         "format": output_format,
-        "inputs": {
-            "inputs": f"float32[batch, time, {features}]: raw values, as rnnfc predict reads "
-            "them; steps past each length are ignored",
-            "lengths": "int32[batch]",
-        },
+        "inputs": inputs,
         "outputs": {"probabilities": f"float32[batch, {len(prep.labels)}]"},
         "labels": prep.output_labels,
         "feature_names": None if prep.feature_names is None else list(prep.feature_names),
         "input_format": prep.source_format,
         "normalize": prep.normalize,
+        "vocabularies": None
+        if not prep.categorical
+        else dict(zip(prep.categorical, map(list, prep.vocabularies), strict=True)),
         "rnnfc_version": __version__,
         "model_id": files.summary.get("model_id"),
     }
@@ -124,8 +133,9 @@ def export_onnx(files: ModelFiles, params: Any, path: Path) -> dict[str, Any]:
         **_metadata(files, "onnx"),
         "opset": onnx_graph.OPSET,
         "onnx_version": onnx.__version__,
-        "usage": "onnxruntime.InferenceSession(FILE).run(None, {'inputs': inputs, "
-        "'lengths': lengths})[0]",
+        "usage": "onnxruntime.InferenceSession(FILE).run(None, {"
+        + ", ".join(f"'{name}': {name}" for name in _metadata(files, "onnx")["inputs"])
+        + "})[0]",
     }
     model = onnx_graph.build(files.model, files.preprocessing, params, metadata)
     _write(path, model.SerializeToString())
@@ -149,17 +159,23 @@ def export_stablehlo(
     from jax import export
 
     batch, time = export.symbolic_shape("batch, time")
-    features = files.preprocessing.num_features
-    exported = export.export(jax.jit(probabilities_fn(files, model, params)), platforms=platforms)(
-        jax.ShapeDtypeStruct((batch, time, features), jnp.float32),
+    prep = files.preprocessing
+    shapes = [
+        jax.ShapeDtypeStruct((batch, time, prep.num_features), jnp.float32),
         jax.ShapeDtypeStruct((batch,), jnp.int32),
+    ]
+    if prep.categorical:
+        shapes.append(jax.ShapeDtypeStruct((batch, time, len(prep.categorical)), jnp.int32))
+    exported = export.export(jax.jit(probabilities_fn(files, model, params)), platforms=platforms)(
+        *shapes
     )
+    arguments = ", ".join(_metadata(files, "stablehlo")["inputs"])
     metadata = {
         **_metadata(files, "stablehlo"),
         "platforms": list(exported.platforms),
         "jax_version": jax.__version__,
         "calling_convention_version": exported.calling_convention_version,
-        "usage": "jax.export.deserialize(open(FILE, 'rb').read()).call(inputs, lengths)",
+        "usage": f"jax.export.deserialize(open(FILE, 'rb').read()).call({arguments})",
     }
     text = json.dumps(metadata, indent=2) + "\n"
     _write(path, bytes(exported.serialize()))

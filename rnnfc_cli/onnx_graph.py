@@ -35,6 +35,7 @@ _ONNX_CELL = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 _BATCH_NORM_EPSILON = 1e-5  # models.MaskedBatchNorm's
 _LAYER_NORM_EPSILON = 1e-6  # flax.linen.LayerNorm's
 _MIN_STD = 1e-8  # preprocessing's floor for a sequence's own standard deviation
+TOKENS = "tokens"  # the graph input of token ids
 
 
 class _Graph:
@@ -269,19 +270,42 @@ def _pool(g: _Graph, seqs: _Sequences, x: str, last: str, method: str, params: d
     return g.op("ReduceSum", weighted, g.axes(0), keepdims=0)
 
 
-def _member(g: _Graph, seqs: _Sequences, scaled: str, config: ModelConfig, params: dict) -> str:
+def _embedded(
+    g: _Graph, seqs: _Sequences, scaled: str | None, config: ModelConfig, params: dict
+) -> str:
+    """``SequenceClassifier._embedded``: the scaled numbers, then each token column's
+    vectors (the graph input ``tokens``, int32[batch, time, columns] of vocabulary ids),
+    zero at padded steps."""
+    if not config.embeddings:
+        return scaled
+    parts = [] if scaled is None else [scaled]
+    for c, (ids, _) in enumerate(config.embeddings):
+        column = g.op("Gather", TOKENS, g.const(c, np.int64), axis=2)
+        column = g.op("Clip", column, g.const(0, np.int32), g.const(ids - 1, np.int32))
+        table = g.const(params[f"embed_{c}"]["embedding"])
+        parts.append(g.op("Gather", table, column, axis=0))
+    x = parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis=2)
+    return seqs.masked(x, "btf")
+
+
+def _member(
+    g: _Graph, seqs: _Sequences, scaled: str | None, config: ModelConfig, params: dict
+) -> str:
     """``SequenceClassifier.__call__`` for one member's parameters on the scaled inputs
-    [batch, time, features], zero at padded steps: probabilities."""
-    x, joined, lengths = scaled, [], seqs.lengths
+    [batch, time, features], zero at padded steps (None for a model of tokens alone):
+    probabilities."""
+    x, lengths = _embedded(g, seqs, scaled, config, params), seqs.lengths
+    joined = [seqs.mean(x, "btf")] if config.embeddings and config.skip else []  # the bag
     layout = "btf"
     if config.conv:
-        x, joined, lengths = _front_end(g, seqs, x, config, params)
-        layout = "bct"
+        x, conv, lengths = _front_end(g, seqs, x, config, params)
+        joined, layout = joined + conv, "bct"
     if config.layers:
         if config.patch > 1:
             if layout == "bct":
                 x = g.op("Transpose", x, perm=[0, 2, 1])
-            features = parse_conv(config.conv)[-1][0] if config.conv else config.num_features
+            embedded = config.num_features + sum(size - 1 for _, size in config.embeddings)
+            features = parse_conv(config.conv)[-1][0] if config.conv else embedded
             x = _dense(g, _patch(g, x, config.patch, features), params["patch_projection"])
             lengths, layout = _divide_up(g, lengths, config.patch), "btf"
         x = g.op("Transpose", x, perm=[2, 0, 1] if layout == "bct" else [1, 0, 2])
@@ -295,8 +319,10 @@ def _member(g: _Graph, seqs: _Sequences, scaled: str, config: ModelConfig, param
 
 
 def build(config: ModelConfig, prep: Preprocessing, params: Any, metadata: dict[str, Any]) -> Any:
-    """The ONNX ``ModelProto``: inputs ``inputs`` float32[batch, time, features] and
-    ``lengths`` int32[batch], output ``probabilities`` float32[batch, classes];
+    """The ONNX ``ModelProto``: inputs ``inputs`` float32[batch, time, features] (left
+    out for a model of tokens alone), ``lengths`` int32[batch] and, for a model that reads
+    tokens, ``tokens`` int32[batch, time, columns] (vocabulary ids), output
+    ``probabilities`` float32[batch, classes];
     ``params`` stacked by ensemble member (leading axis), ``metadata`` written to the
     model's ``metadata_props`` (values that are not strings as JSON)."""
     import jax
@@ -306,21 +332,31 @@ def build(config: ModelConfig, prep: Preprocessing, params: Any, metadata: dict[
     stacked = jax.tree.map(lambda leaf: np.asarray(leaf, np.float32), params)
     members = len(jax.tree.leaves(stacked)[0])
     g = _Graph()
-    seqs = _Sequences(g, "lengths", "inputs", time_axis=1)
-    scaled = _scale(g, seqs, "inputs", prep)
+    numbers = prep.num_features > 0 or not prep.categorical
+    seqs = _Sequences(g, "lengths", "inputs" if numbers else TOKENS, time_axis=1)
+    scaled = _scale(g, seqs, "inputs", prep) if numbers else None
     probabilities = [
         _member(g, seqs, scaled, config, jax.tree.map(lambda leaf, m=m: leaf[m], stacked))
         for m in range(members)
     ]
     g.nodes.append(helper.make_node("Mean", probabilities, ["probabilities"]))
+    as_float, as_int = TensorProto.FLOAT, TensorProto.INT32
+    features, columns = prep.num_features, len(prep.categorical)
     graph = helper.make_graph(
         g.nodes,
         "rnnfc",
         [
-            helper.make_tensor_value_info(
-                "inputs", TensorProto.FLOAT, ["batch", "time", prep.num_features]
+            *(
+                [helper.make_tensor_value_info("inputs", as_float, ["batch", "time", features])]
+                if numbers
+                else []
             ),
             helper.make_tensor_value_info("lengths", TensorProto.INT32, ["batch"]),
+            *(
+                [helper.make_tensor_value_info(TOKENS, as_int, ["batch", "time", columns])]
+                if prep.categorical
+                else []
+            ),
         ],
         [
             helper.make_tensor_value_info(

@@ -211,12 +211,41 @@ def test_a_damaged_vocabulary_is_a_model_dir_error(event_model, tmp_path):
     assert "preprocessing.json: corrupted" in result.stderr and result.stderr.count("\n") == 1
 
 
-def test_a_token_model_is_refused_by_export_naming_the_option(event_model, tmp_path):
-    model, _ = event_model
-    result = invoke("export", model, "-o", tmp_path / "m.onnx")
-    assert result.exit_code == 2
-    assert "--categorical" in result.stderr and result.stderr.count("\n") == 1
-    assert not (tmp_path / "m.onnx").exists()
+@pytest.mark.parametrize("ending", ["onnx", "stablehlo"])
+@pytest.mark.parametrize("numbers", [True, False], ids=["tokens-and-numbers", "tokens-alone"])
+def test_exported_token_models_give_predicts_probabilities(event_model, tmp_path, ending, numbers):
+    """The artifact takes the raw numbers and the token ids the saved vocabularies give."""
+    model, data = event_model
+    if not numbers:
+        data = _token_npz(tmp_path / "tokens.npz", seed=2)
+        model = tmp_path / "m"
+        assert invoke("train", data, "-m", model, *TINY_FLAGS).exit_code == 0
+    artifact = tmp_path / f"m.{ending}"
+    metadata = api.export_model(model, artifact)
+    files = api.checkpoint.read_model_files(model)
+    prep = files.preprocessing
+    read = preprocessing.read_options(prep, api.readers.ReadOptions(require_labels=False))
+    sequences = api.readers.read_sequences(str(data), read)
+    ids = preprocessing.token_ids(prep, preprocessing.conform(prep, sequences))
+    raw = preprocessing.conform(prep, sequences).inputs.astype(np.float32)
+    lengths = sequences.lengths.astype(np.int32)
+    vocabulary = metadata["vocabularies"][prep.categorical[0]]
+    assert vocabulary == list(prep.vocabularies[0])
+    feeds = {"inputs": raw, "lengths": lengths, "tokens": ids}
+    if ending == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(artifact))
+        names = [i.name for i in session.get_inputs()]
+        assert names == (["inputs"] if numbers else []) + ["lengths", "tokens"]
+        proba = session.run(None, {name: feeds[name] for name in names})[0]
+    else:
+        from jax import export
+
+        exported = export.deserialize(bytearray(artifact.read_bytes()))
+        proba = np.asarray(exported.call(raw, lengths, ids))
+    expected = api.predict(model, str(data)).proba
+    np.testing.assert_allclose(proba, expected, atol=1e-5)
 
 
 def test_token_outputs_match_their_schemas_and_the_report_runs(event_model, tmp_path):
