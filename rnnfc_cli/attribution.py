@@ -71,8 +71,46 @@ def attributions(
     """Integrated gradients of each sequence toward its ``targets`` class:
     float32[length, features] per sequence, its valid steps only."""
     attribute = make_attribute_fn(model)
+    occlude = make_occlusion_fn(model) if model.embeddings else None
     out = []
     for x, length, target in zip(inputs, lengths, targets, strict=True):
-        values, _ = attribute(params, jnp.asarray(x, jnp.float32), int(length), int(target))
-        out.append(np.asarray(values)[: int(length)])
+        x = jnp.asarray(x, jnp.float32)
+        values, _ = attribute(params, x, int(length), int(target))
+        values = np.array(values)
+        if occlude is not None:
+            tokens = len(model.embeddings)
+            values[:, -tokens:] = np.asarray(occlude(params, x, int(length), int(target)))
+        out.append(values[: int(length)])
     return out
+
+
+def make_occlusion_fn(model: SequenceClassifier):
+    """A compiled ``(stacked params, x float32[time, features], length, target) ->
+    float32[time, token columns]``: for each step and token column, how much the log
+    of the ensemble's probability of ``target`` falls when that token is replaced by the
+    unknown token (occlusion, Zeiler and Fergus 2014). Integrated gradients cannot move a
+    token id along a path (an id between two ids means nothing), so tokens get this."""
+    from rnnfc_cli.preprocessing import UNKNOWN_ID
+
+    tokens = len(model.embeddings)
+
+    @jax.jit
+    def occlude(params, x, length, target):
+        steps, features = x.shape
+        # One variant per (step, column): that token set to unknown; row 0 is x itself.
+        # A padded step's variant changes nothing (padding is ignored): 0 there.
+        step = jnp.repeat(jnp.arange(steps), tokens)
+        column = jnp.tile(jnp.arange(features - tokens, features), steps)
+        variants = jnp.broadcast_to(x, (steps * tokens, steps, features))
+        variants = variants.at[jnp.arange(steps * tokens), step, column].set(UNKNOWN_ID)
+        batch = jnp.concatenate([x[None], variants])
+        lengths = jnp.full((batch.shape[0],), length, jnp.int32)
+
+        def member(p):
+            logits = model.apply({"params": p}, batch, lengths, train=False)
+            return jax.nn.log_softmax(logits)[:, target]
+
+        log_proba = jnp.log(jnp.exp(jax.vmap(member)(params)).mean(axis=0))
+        return (log_proba[0] - log_proba[1:]).reshape(steps, tokens)
+
+    return occlude

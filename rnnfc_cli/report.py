@@ -161,6 +161,8 @@ def sequence_figure(plt, scored: api.Scored, rows: np.ndarray) -> str:
         for feature in range(values.shape[1]):
             label = names[feature] if names else f"feature {feature}"
             axis.plot(values[:, feature], linewidth=1, label=label)
+        if not values.shape[1]:  # tokens alone: the strip below is the sequence
+            axis.set_yticks([])
         truth, guess = scored.classes[scored.true[index]], scored.classes[predicted[index]]
         confidence = scored.proba[index, predicted[index]]
         axis.set_title(
@@ -181,9 +183,26 @@ def sequence_figure(plt, scored: api.Scored, rows: np.ndarray) -> str:
         )
         heat.set_yticks([])
         heat.set_xlabel("step")
+        _token_labels(heat, scored.sequences, index, length)
     if values.shape[1] <= 8:
         figure.axes[0].legend(fontsize=7, frameon=False)
     return _svg(figure)
+
+
+# Sequences up to this many steps get their tokens written in the strip, one per step.
+TOKEN_LABEL_STEPS = 60
+
+
+def _token_labels(heat, sequences, index: int, length: int) -> None:
+    """Write each step's tokens (the token columns joined by "/") in its cell of the
+    strip: a token strip, where tokens were read."""
+    if not sequences.categories or length > TOKEN_LABEL_STEPS:
+        return
+    for step in range(length):
+        text = "/".join(
+            str(column.texts[column.codes[index, step]]) or "∅" for column in sequences.categories
+        )
+        heat.text(step, 0.5, text, ha="center", va="center", rotation=90, fontsize=5)
 
 
 def _table(rows: list[tuple[str, Any]]) -> str:

@@ -258,12 +258,14 @@ def test_token_outputs_match_their_schemas_and_the_report_runs(event_model, tmp_
     page = tmp_path / "report.html"
     result = invoke("report", model, "--data", data, "-o", page)
     assert result.exit_code == 0, result.stderr
-    assert "<svg" in page.read_text()
+    text = page.read_text()
+    assert "<svg" in text and ">buy<" in text and ">view<" in text  # token strips
 
 
-def test_attributions_go_to_numbers_and_add_up_with_tokens_held(event_model):
+def test_attributions_go_to_numbers_and_add_up_and_tokens_get_occlusion(event_model):
     """Integrated gradients move the numeric features only (an id halfway between two
-    ids means nothing): the token features get none, and completeness still holds."""
+    ids means nothing): the token features get none from them, and completeness still
+    holds; what tokens get is occlusion, the fall in log-probability without them."""
     from rnnfc_cli import attribution
 
     model_dir, data = event_model
@@ -277,6 +279,24 @@ def test_attributions_go_to_numbers_and_add_up_with_tokens_held(event_model):
     values = np.asarray(values)
     assert np.all(values[:, -1] == 0) and np.any(values[:, 0] != 0)
     assert values.sum() == pytest.approx(float(change), abs=2e-2)
+
+    # What the report shows for tokens: occlusion, checked against the model run by hand.
+    length = int(sequences.lengths[0])
+    shown = attribution.attributions(model, params, inputs[:1], sequences.lengths[:1], [0])[0]
+    np.testing.assert_allclose(shown[:, 0], values[:length, 0])  # numbers: the same IG
+    step = int(np.argmax(np.abs(shown[:, -1])))
+    occluded = np.array(inputs[:1])
+    occluded[0, step, -1] = preprocessing.UNKNOWN_ID
+
+    def log_proba(x):
+        def member(p):
+            logits = model.apply({"params": p}, x, sequences.lengths[:1], train=False)
+            return jax.nn.softmax(logits)[0, 0]
+
+        return float(np.log(np.mean(np.asarray(jax.vmap(member)(params)))))
+
+    expected = log_proba(np.array(inputs[:1])) - log_proba(occluded)
+    assert shown[step, -1] == pytest.approx(expected, abs=1e-4) and expected != 0
 
 
 def _token_npz(path: Path, seed: int, **extra) -> Path:
