@@ -32,6 +32,8 @@ class LazyInputs:
       transform: applied to each read block (float64, zeros on padding) with its lengths;
         it returns what the view yields (e.g. scaled float32).
       features: the columns of ``raw``'s last axis to yield, in order (None: all).
+      extra: features yielded after those, held in memory: [len(rows), steps, k], row i
+        the view's row i (a model's token ids beside the scaled numbers of its file).
     """
 
     raw: np.ndarray
@@ -40,6 +42,7 @@ class LazyInputs:
     steps: int
     transform: Transform | None = None
     features: np.ndarray | None = None
+    extra: np.ndarray | None = None
 
     @classmethod
     def of(cls, raw: np.ndarray, lengths: np.ndarray) -> LazyInputs:
@@ -50,6 +53,8 @@ class LazyInputs:
         features = self.raw.shape[2] if self.raw.ndim == 3 else 1
         if self.features is not None:
             features = len(self.features)
+        if self.extra is not None:
+            features += self.extra.shape[2]
         return (len(self.rows), self.steps, features)
 
     @property
@@ -67,10 +72,17 @@ class LazyInputs:
         """The sequences at ``index``, padded to their own longest length."""
         lengths = self.lengths[index]
         steps = int(lengths.max()) if len(lengths) else 1
-        return dataclasses.replace(self, rows=self.rows[index], lengths=lengths, steps=steps)
+        extra = None if self.extra is None else self.extra[index, :steps]
+        return dataclasses.replace(
+            self, rows=self.rows[index], lengths=lengths, steps=steps, extra=extra
+        )
 
     def with_transform(self, transform: Transform) -> LazyInputs:
         return dataclasses.replace(self, transform=transform)
+
+    def with_extra(self, extra: np.ndarray) -> LazyInputs:
+        """The same view yielding ``extra`` ([len(rows), steps, k]) after its features."""
+        return dataclasses.replace(self, extra=extra)
 
     def with_features(self, order: list[int]) -> LazyInputs:
         """The same view yielding the features ``order`` of ``raw`` (reordered, or fewer)."""
@@ -98,7 +110,10 @@ class LazyInputs:
             block = block[:, :, self.features]
         lengths = self.lengths[picked]
         block[np.arange(steps)[None, :] >= lengths[:, None]] = 0.0
-        return block if self.transform is None else self.transform(block, lengths)
+        out = block if self.transform is None else self.transform(block, lengths)
+        if self.extra is None:
+            return out
+        return np.concatenate([out, self.extra[picked, :steps].astype(out.dtype)], axis=2)
 
 
 def _advise(array: np.ndarray, contiguous: bool) -> None:

@@ -314,7 +314,10 @@ def transform_inputs(prep: Preprocessing, data: SequenceData) -> np.ndarray | La
     data = conform(prep, data)
     scale = functools.partial(scale_block, prep)
     if isinstance(data.inputs, LazyInputs):
-        return data.inputs.with_transform(scale)
+        lazy = data.inputs.with_transform(scale)
+        if prep.categorical:  # ids in memory (int32 per step), scaled numbers per block
+            lazy = lazy.with_extra(token_ids(prep, data).astype(np.float32))
+        return lazy
     scaled = scale(data.inputs, data.lengths)
     if not prep.categorical:
         return scaled

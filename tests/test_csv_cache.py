@@ -197,3 +197,50 @@ def test_a_large_utf16_csv_is_cached_like_utf8(tmp_path, monkeypatch, small_bloc
     assert isinstance(cached.inputs, LazyInputs)
     np.testing.assert_array_equal(cached.inputs[:], plain.inputs)
     assert cached.labels.tolist() == plain.labels.tolist()
+
+
+def test_categorical_columns_are_cached_with_one_numbering_for_the_whole_file(
+    tmp_path, monkeypatch, small_blocks
+):
+    """Blocks number their tokens each their own way; the cache numbers them over the
+    file, so tokens read back as the file holds them, and a model trained on the cached
+    file predicts as one trained on it in memory."""
+    from conftest import TINY_FLAGS
+    from typer.testing import CliRunner
+
+    from rnnfc_cli import api
+    from rnnfc_cli.cli import app
+
+    rng = np.random.default_rng(3)
+    rows = ["id,event,value,label"]
+    for s in range(30):
+        label = ("a", "b")[s % 2]
+        events = list(rng.choice(["x", "y", "z", ""], int(rng.integers(3, 9))))
+        events[int(rng.integers(len(events)))] = "buy" if label == "a" else "sell"
+        rows += [f"s{s},{e},{rng.random():.3f},{label}" for e in events]
+    path = tmp_path / "events.csv"
+    path.write_text("\n".join(rows) + "\n")
+    plain = _read(path, False, monkeypatch, categorical=("event",))
+    cached = _read(path, True, monkeypatch, categorical=("event",))
+    assert isinstance(cached.inputs, LazyInputs)
+
+    def tokens(data):
+        column = data.categories[0]
+        return [column.texts[c] if c >= 0 else None for c in np.asarray(column.codes).ravel()]
+
+    assert tokens(cached) == tokens(plain)
+    np.testing.assert_array_equal(cached.inputs[:], plain.inputs)
+
+    flags = ["--categorical", "event", *TINY_FLAGS]
+    runner = CliRunner()
+    monkeypatch.setattr(csv_cache, "MIN_BYTES", 0)
+    assert (
+        runner.invoke(app, ["train", str(path), "-m", str(tmp_path / "c"), *flags]).exit_code == 0
+    )
+    from_cache = api.predict(tmp_path / "c", str(path)).proba
+    monkeypatch.setattr(csv_cache, "MIN_BYTES", 2**62)
+    assert (
+        runner.invoke(app, ["train", str(path), "-m", str(tmp_path / "m"), *flags]).exit_code == 0
+    )
+    in_memory = api.predict(tmp_path / "m", str(path)).proba
+    np.testing.assert_allclose(from_cache, in_memory, atol=1e-6)

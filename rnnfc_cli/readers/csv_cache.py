@@ -31,12 +31,12 @@ from rnnfc_cli.readers.csv_source import (
     read_header,
 )
 from rnnfc_cli.readers.numpy import load_npy
-from rnnfc_cli.readers.sequences import ReadOptions, SequenceData, canonical_labels
+from rnnfc_cli.readers.sequences import Categories, ReadOptions, SequenceData, canonical_labels
 
 MIN_BYTES = 256 * 2**20  # in memory, a read takes about 3 times the file size
 BLOCK_BYTES = 2**20  # text per pyarrow batch (its read-ahead holds many: peak memory grows with it)
 BLOCK_ROWS = 100_000  # rows per batch of Python's csv module
-_FORMAT = 2  # bump when the cache layout changes
+_FORMAT = 3  # bump when the cache layout changes
 
 
 def cached(file: Path, options: ReadOptions, delimiter: str) -> SequenceData | None:
@@ -44,8 +44,8 @@ def cached(file: Path, options: ReadOptions, delimiter: str) -> SequenceData | N
     needed; None when the file is read in memory instead."""
     from rnnfc_cli.runtime import cache_dir
 
-    if options.categorical or options.tokens is not None:
-        return None  # tokens are read in memory: the cache holds numbers only
+    if options.tokens is not None:
+        return None  # one token sequence per cell: read in memory
     stat = file.stat()
     key = json.dumps(
         [
@@ -61,6 +61,7 @@ def cached(file: Path, options: ReadOptions, delimiter: str) -> SequenceData | N
             options.features,
             options.ignore,
             options.time_features,
+            options.categorical,
         ]
     )
     directory = cache_dir() / "csv" / hashlib.sha256(key.encode()).hexdigest()[:32]
@@ -142,7 +143,7 @@ def _convert_with(
     partial = directory.with_name(f"{directory.name}.partial-{os.getpid()}")
     partial.mkdir(parents=True, exist_ok=True)
     try:
-        with _CacheWriter(partial, count, width, features) as writer:
+        with _CacheWriter(partial, count, width, features, plan.categorical) as writer:
             pending = None
             for batch in _batches(csv_input, header, plan.columns, python):
                 table = pa.Table.from_batches([batch])
@@ -171,14 +172,26 @@ def _convert_with(
 
 
 class _CacheWriter:
-    """The cache's arrays, filled block of whole sequences by block. ``X.npy`` is written
-    in order, not through a memory map: a map's written pages count in the process's
-    resident memory until the kernel writes them back."""
+    """The cache's arrays, filled block of whole sequences by block. ``X.npy`` (and the
+    token codes' ``tokens.npy``) are written in order, not through a memory map: a map's
+    written pages count in the process's resident memory until the kernel writes them
+    back. Token codes are numbered over the whole file as the blocks come (each block's
+    reader numbers its own), their texts kept in ``tokens.json``."""
 
-    def __init__(self, partial: Path, count: int, width: int, features: int):
+    def __init__(
+        self, partial: Path, count: int, width: int, features: int, categorical: tuple[str, ...]
+    ):
         self.inputs = (partial / "X.npy").open("wb")
         header = {"descr": "<f8", "fortran_order": False, "shape": (count, width, features)}
         np.lib.format.write_array_header_2_0(self.inputs, header)
+        self.categorical = categorical
+        self.codes: dict[str, dict[str, int]] = {name: {} for name in categorical}
+        self.tokens = (partial / "tokens.npy").open("wb") if categorical else None
+        if self.tokens is not None:
+            shape = (count, width, len(categorical))
+            np.lib.format.write_array_header_2_0(
+                self.tokens, {"descr": "<i4", "fortran_order": False, "shape": shape}
+            )
         self.width, self.features = width, features
         self.lengths = np.zeros(count, np.int64)
         self.labels: list[np.ndarray] = []
@@ -191,6 +204,8 @@ class _CacheWriter:
 
     def __exit__(self, *exc) -> None:
         self.inputs.close()
+        if self.tokens is not None:
+            self.tokens.close()
 
     def add(self, part: SequenceData, rows: int, long: bool) -> None:
         """Write the sequences read from the file's next ``rows`` rows."""
@@ -200,6 +215,16 @@ class _CacheWriter:
             block = np.zeros((n, self.width, self.features))
             block[:, :steps] = part.inputs
         self.inputs.write(np.ascontiguousarray(block, dtype="<f8").data)
+        if self.tokens is not None:
+            codes = np.full((n, self.width, len(self.categorical)), -1, "<i4")
+            for c, column in enumerate(part.categories):
+                known = self.codes[column.name]
+                index = np.array(
+                    [known.setdefault(t, len(known)) for t in column.texts.tolist()], np.int64
+                )
+                local = column.codes
+                codes[:, :steps, c] = np.where(local >= 0, index[np.maximum(local, 0)], -1)
+            self.tokens.write(codes.data)
         self.lengths[self.sequences : self.sequences + n] = part.lengths
         self.ids.extend(part.ids if long else range(self.sequences, self.sequences + n))
         self.names = part.feature_names
@@ -213,6 +238,9 @@ class _CacheWriter:
         if self.labels:
             np.save(partial / "labels.npy", canonical_labels(np.concatenate(self.labels)))
         np.save(partial / "ids.npy", np.array(self.ids))
+        if self.categorical:
+            texts = {name: list(self.codes[name]) for name in self.categorical}
+            (partial / "tokens.json").write_text(json.dumps(texts))
         meta = {
             "source_format": "long-csv" if long else "wide-csv",
             "feature_names": None if self.names is None else list(self.names),
@@ -229,6 +257,14 @@ def _load(directory: Path, source: str) -> SequenceData:
     ids = np.load(directory / "ids.npy").tolist()
     labels = np.load(directory / "labels.npy") if meta["labels"] else None
     names = meta["feature_names"]
+    categories = []
+    if (directory / "tokens.json").is_file():
+        texts = json.loads((directory / "tokens.json").read_text())
+        codes = load_npy(directory / "tokens.npy", "tokens")
+        categories = [
+            Categories(name, codes[:, :, c], np.array(words, dtype=str))
+            for c, (name, words) in enumerate(texts.items())
+        ]
     return SequenceData(
         inputs=LazyInputs.of(load_npy(directory / "X.npy", "X"), lengths),
         lengths=lengths,
@@ -237,4 +273,5 @@ def _load(directory: Path, source: str) -> SequenceData:
         feature_names=None if names is None else tuple(names),
         source_format=meta["source_format"],
         source=source,
+        categories=tuple(categories),
     )
