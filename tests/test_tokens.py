@@ -352,3 +352,34 @@ def test_bad_npz_tokens_are_one_line_and_exit_2(tmp_path, arrays, message):
     result = invoke("train", data, "-m", tmp_path / "m", *TINY_FLAGS)
     assert result.exit_code == 2, result.stderr
     assert message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_token_model_resumes_to_the_same_parameters(tmp_path):
+    """Ctrl-C in the middle and ``--resume``: bit-identical to a run left alone, as with
+    numbers (the vocabulary is fitted again from the same data)."""
+    import threading
+
+    from conftest import TINY_MODEL
+    from test_resume import _params, _StopAt
+
+    from rnnfc_cli.config import TrainConfig
+    from rnnfc_cli.errors import TrainingInterruptedError
+
+    data = _token_npz(tmp_path / "train.npz", seed=4)
+
+    def request(model_dir, **kwargs):
+        train = TrainConfig(epochs=3, batch_size=8, min_steps=0, val_split=0.25, refit="off")
+        return api.TrainRequest(
+            data=str(data), model_dir=model_dir, model_options=TINY_MODEL, train=train, **kwargs
+        )
+
+    api.train_model(request(tmp_path / "whole"))
+    stop = threading.Event()
+    with pytest.raises(TrainingInterruptedError):
+        api.train_model(
+            request(tmp_path / "m", stop=stop, checkpoint_every=0.0), _StopAt(stop, 2, 1)
+        )
+    summary = api.train_model(request(tmp_path / "m", resume=True))
+    assert summary["resumed_from_epoch"] == 1
+    same = jax.tree.map(np.array_equal, _params(tmp_path / "whole"), _params(tmp_path / "m"))
+    assert all(jax.tree.leaves(same)) and "embed_0" in _params(tmp_path / "m")
