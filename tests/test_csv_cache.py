@@ -244,3 +244,43 @@ def test_categorical_columns_are_cached_with_one_numbering_for_the_whole_file(
     )
     in_memory = api.predict(tmp_path / "m", str(path)).proba
     np.testing.assert_allclose(from_cache, in_memory, atol=1e-6)
+
+
+@pytest.mark.parametrize("split", ["space", "char"])
+def test_a_token_column_is_cached_like_it_reads_in_memory(
+    tmp_path, monkeypatch, small_blocks, split
+):
+    rng = np.random.default_rng(4)
+    words = ["ab", "cd", "ef", "gh"] if split == "space" else list("ACGT")
+    joiner = " " if split == "space" else ""
+    rows = ["text,label"]
+    for i in range(40):
+        tokens = list(rng.choice(words, int(rng.integers(2, 12))))
+        rows.append(f"{joiner.join(tokens)},{('a', 'b')[i % 2]}")
+    path = tmp_path / "tokens.csv"
+    path.write_text("\n".join(rows) + "\n")
+    options = {"tokens": "text", "token_split": split}
+    plain = _read(path, False, monkeypatch, **options)
+    cached = _read(path, True, monkeypatch, **options)
+    assert isinstance(cached.inputs, LazyInputs) and cached.source_format == "token-csv"
+    np.testing.assert_array_equal(cached.lengths, plain.lengths)
+    for ours, theirs in zip(cached.categories, plain.categories, strict=True):
+        mine = np.where(ours.codes >= 0, ours.texts[np.maximum(ours.codes, 0)], "")
+        expected = np.where(theirs.codes >= 0, theirs.texts[np.maximum(theirs.codes, 0)], "")
+        np.testing.assert_array_equal(mine[:, : expected.shape[1]], expected)
+    if split == "char":  # and a model trained from the cache predicts as one from memory
+        from conftest import TINY_FLAGS
+        from typer.testing import CliRunner
+
+        from rnnfc_cli import api
+        from rnnfc_cli.cli import app
+
+        flags = ["--tokens", "text", "--token-split", "char", *TINY_FLAGS]
+        answers = []
+        for threshold, name in ((0, "cached"), (2**62, "memory")):
+            monkeypatch.setattr(csv_cache, "MIN_BYTES", threshold)
+            model = tmp_path / name
+            result = CliRunner().invoke(app, ["train", str(path), "-m", str(model), *flags])
+            assert result.exit_code == 0, result.stderr
+            answers.append(api.predict(model, str(path)).proba)
+        np.testing.assert_allclose(answers[0], answers[1], atol=1e-6)

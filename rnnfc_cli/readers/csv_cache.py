@@ -8,6 +8,9 @@ boundaries, with the same code (and so the same checks and messages, row numbers
 included) as the in-memory reader, writing each into a ``.npy`` in the cache directory.
 Later reads of the unchanged file (same path, size, modification time and reading
 options) map that cache directly. A long CSV whose ids interleave is read in memory.
+Token columns (``--categorical``, ``--tokens``) are cached as int32 codes numbered over
+the whole file, their texts beside them; for ``--tokens`` the first pass reads that
+column and finds the longest sequence.
 """
 
 from __future__ import annotations
@@ -44,8 +47,6 @@ def cached(file: Path, options: ReadOptions, delimiter: str) -> SequenceData | N
     needed; None when the file is read in memory instead."""
     from rnnfc_cli.runtime import cache_dir
 
-    if options.tokens is not None:
-        return None  # one token sequence per cell: read in memory
     stat = file.stat()
     key = json.dumps(
         [
@@ -119,6 +120,18 @@ def _shape(batches: Iterator, long: bool) -> tuple[int, int] | None:
     return (len(seen), longest) if long else (rows, 0)
 
 
+def _token_shape(batches: Iterator, split: str) -> tuple[int, int]:
+    """First pass over a ``--tokens`` column: (rows, the most tokens in one cell)."""
+    splitter = list if split == "char" else str.split
+    rows, longest = 0, 0
+    for batch in batches:
+        rows += batch.num_rows
+        if batch.num_rows:
+            texts = column_codes(batch.column(0))[1].tolist()
+            longest = max(longest, max(len(splitter(text)) for text in texts))
+    return rows, longest
+
+
 def _convert_with(
     csv_input: CsvInput,
     header: list[str],
@@ -131,19 +144,26 @@ def _convert_with(
     import pyarrow as pa
 
     first = options.id_col if plan.long else next(iter(plan.columns))
-    shape = _shape(_batches(csv_input, header, {first: CATEGORY}, python), plan.long)
+    if plan.tokens is not None:
+        first_pass = _batches(csv_input, header, {plan.tokens: CATEGORY}, python)
+        shape = _token_shape(first_pass, options.token_split)
+    else:
+        shape = _shape(_batches(csv_input, header, {first: CATEGORY}, python), plan.long)
     if shape is None:
         return False
     count, longest = shape
     if count == 0:
         raise BadInputError(f"{csv_input.source}: has a header but no data rows")
     width, features = (longest, len(plan.values) + len(options.time_features))
-    if not plan.long:
+    if plan.tokens is not None:
+        width, features = max(longest, 1), 0  # the tokens alone, no numbers
+    elif not plan.long:
         width, features = len(plan.values), 1
     partial = directory.with_name(f"{directory.name}.partial-{os.getpid()}")
     partial.mkdir(parents=True, exist_ok=True)
     try:
-        with _CacheWriter(partial, count, width, features, plan.categorical) as writer:
+        token_columns = plan.categorical or ((plan.tokens,) if plan.tokens else ())
+        with _CacheWriter(partial, count, width, features, token_columns) as writer:
             pending = None
             for batch in _batches(csv_input, header, plan.columns, python):
                 table = pa.Table.from_batches([batch])
@@ -160,7 +180,9 @@ def _convert_with(
             if pending is not None and pending.num_rows:
                 chunk = CsvTable(csv_input, header, pending, writer.rows)
                 writer.add(plan.sequences(chunk, options), pending.num_rows, plan.long)
-        writer.save(partial, plan.long)
+        writer.save(
+            partial, "token-csv" if plan.tokens else "long-csv" if plan.long else "wide-csv"
+        )
         try:
             os.replace(partial, directory)
         except OSError:  # another process cached it first
@@ -233,7 +255,7 @@ class _CacheWriter:
         self.sequences += n
         self.rows += rows
 
-    def save(self, partial: Path, long: bool) -> None:
+    def save(self, partial: Path, source_format: str) -> None:
         np.save(partial / "lengths.npy", self.lengths)
         if self.labels:
             np.save(partial / "labels.npy", canonical_labels(np.concatenate(self.labels)))
@@ -242,7 +264,7 @@ class _CacheWriter:
             texts = {name: list(self.codes[name]) for name in self.categorical}
             (partial / "tokens.json").write_text(json.dumps(texts))
         meta = {
-            "source_format": "long-csv" if long else "wide-csv",
+            "source_format": source_format,
             "feature_names": None if self.names is None else list(self.names),
             "labels": bool(self.labels),
         }
