@@ -22,6 +22,7 @@ from rnnfc_cli.readers.csv_source import (
     TEXT,
     CsvInput,
     _is_number,
+    column_into,
     read_header,
     read_table,
     row_at,
@@ -254,27 +255,26 @@ class CsvTable:
 
     def numbers(self, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         """float64[rows, len(names)], empty cells 0 with ``empty`` True; a number that is
-        not finite is an error."""
-        columns, nulls = [], []
-        first_bad = (self.table.num_rows, 0)  # (row, column) of the first non-finite
+        not finite is an error. Each column is copied once, from Arrow's chunks straight
+        into its place in the rows."""
+        rows = self.table.num_rows
+        values = np.empty((rows, len(names)))
+        empty = np.zeros(values.shape, dtype=bool)
+        first_bad = (rows, 0)  # (row, column) of the first non-finite
         for at, name in enumerate(names):
-            column, null = values_of(self.table.column(name), np.float64)
+            column = values[:, at]
+            null = column_into(self.table.column(name), column)
             bad = ~np.isfinite(column) if null is None else ~np.isfinite(column) & ~null
             bad = np.flatnonzero(bad)
             if bad.size:
                 first_bad = min(first_bad, (int(bad[0]), at))
-            columns.append(column)
-            nulls.append(null)
-        row, at = first_bad
-        if row < self.table.num_rows:
-            cell = self.row(row)[1][self.header.index(names[at])].strip()
-            raise BadInputError(f"{self.where(row, names[at])}: {cell} is not a finite number")
-        values = np.stack(columns, axis=1)
-        empty = np.zeros(values.shape, dtype=bool)
-        for at, null in enumerate(nulls):
             if null is not None:
                 empty[:, at] = null
-                values[null, at] = 0.0
+                column[null] = 0.0
+        row, at = first_bad
+        if row < rows:
+            cell = self.row(row)[1][self.header.index(names[at])].strip()
+            raise BadInputError(f"{self.where(row, names[at])}: {cell} is not a finite number")
         return values, empty
 
 

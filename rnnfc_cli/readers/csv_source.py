@@ -233,6 +233,25 @@ def values_of(array: pa.Array | pa.ChunkedArray, dtype) -> tuple[np.ndarray, np.
     return values, valid[array.offset : array.offset + len(array)] == 0
 
 
+def column_into(array: pa.Array | pa.ChunkedArray, out: np.ndarray) -> np.ndarray | None:
+    """Copy a fixed-width Arrow column, chunk by chunk, into ``out`` (which may be a
+    strided view: a column of a row-major array); returns its null mask, or None when
+    nothing is null (a null's value in ``out`` is undefined)."""
+    import pyarrow as pa
+
+    chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
+    nulls, start = None, 0
+    for chunk in chunks:
+        values, null = values_of(chunk, out.dtype)
+        out[start : start + len(chunk)] = values
+        if null is not None:
+            if nulls is None:
+                nulls = np.zeros(len(out), dtype=bool)
+            nulls[start : start + len(chunk)] = null
+        start += len(chunk)
+    return nulls
+
+
 def _skip_blank_rows(row) -> str:
     """Rows of spaces are skipped, as blank lines are; any other ragged row stops pyarrow.
     (With one column no row is ragged, and pyarrow would keep what ``data_rows`` skips: a
