@@ -157,9 +157,8 @@ def run_rnnfc(rnnfc: str, train_csv, test_csv, flags, seed: int, work: Path) -> 
     started = time.perf_counter()
     subprocess.run([*command, *flags], check=True, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
-    read = [f for f in flags if f in ("--id-col", "session")]  # eval reads the model's tokens
-    scored = subprocess.run(
-        [rnnfc, "eval", str(model), str(test_csv), "--json", *read],
+    scored = subprocess.run(  # eval reads the columns and tokens the model was trained on
+        [rnnfc, "eval", str(model), str(test_csv), "--json"],
         check=True,
         capture_output=True,
         text=True,

@@ -500,6 +500,10 @@ def _counter(progress: Progress | None, total: int) -> Callable[[int], None] | N
     return on_batch
 
 
+# How eval, predict and report read by default: by the label, id and time columns the
+# model was trained with (``preprocessing.read_options``).
+MODEL_COLUMNS = readers.ReadOptions(label_col=None, id_col=None, time_col=None)
+
 # Predict works through its input in chunks of about this many bytes of padded float64
 # values, writing each chunk's results before reading the next: memory stays bounded
 # for inputs kept on disk, however long.
@@ -509,7 +513,7 @@ PREDICT_CHUNK_BYTES = 64 * 2**20
 def predict_chunks(
     model_dir: Path,
     path: str,
-    read: readers.ReadOptions = readers.ReadOptions(),
+    read: readers.ReadOptions = MODEL_COLUMNS,
     batch_size: int = PREDICT_BATCH,
     progress: Progress | None = None,
 ) -> Iterator[Predictions]:
@@ -538,7 +542,7 @@ def predict_chunks(
 def predict(
     model_dir: Path,
     path: str,
-    read: readers.ReadOptions = readers.ReadOptions(),
+    read: readers.ReadOptions = MODEL_COLUMNS,
     batch_size: int = PREDICT_BATCH,
 ) -> Predictions:
     """Labels and probabilities for every sequence in ``path`` (labels there are ignored)."""
@@ -579,7 +583,7 @@ class Scored:
 def score(
     model_dir: Path,
     path: str,
-    read: readers.ReadOptions = readers.ReadOptions(),
+    read: readers.ReadOptions = MODEL_COLUMNS,
     progress: Progress | None = None,
 ) -> Scored:
     """Score the model on labelled data (``rnnfc eval``; ``rnnfc report --data``)."""
@@ -606,7 +610,7 @@ def score(
 def evaluate(
     model_dir: Path,
     path: str,
-    read: readers.ReadOptions = readers.ReadOptions(),
+    read: readers.ReadOptions = MODEL_COLUMNS,
     progress: Progress | None = None,
 ) -> tuple[Report, list[Any]]:
     """Metrics of the model on labelled data; returns the report and the class labels."""

@@ -134,6 +134,24 @@ TimeCol = Annotated[
         "--time-col", help="Long-CSV column that orders the steps of a sequence, if present."
     ),
 ]
+# eval, predict and report: a column the model directory remembers from training.
+SavedLabelCol = Annotated[
+    str | None,
+    _data_opt("--label-col", help="CSV column holding the class label [default: the training's]."),
+]
+SavedIdCol = Annotated[
+    str | None,
+    _data_opt(
+        "--id-col",
+        help="CSV column whose presence marks long format [default: the training's].",
+    ),
+]
+SavedTimeCol = Annotated[
+    str | None,
+    _data_opt(
+        "--time-col", help="Long-CSV column that orders the steps [default: the training's]."
+    ),
+]
 FeatureCols = Annotated[
     str | None,
     _data_opt(
@@ -775,9 +793,9 @@ def evaluate(
     ] = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
-    label_col: LabelCol = "label",
-    id_col: IdCol = "id",
-    time_col: TimeCol = "time",
+    label_col: SavedLabelCol = None,
+    id_col: SavedIdCol = None,
+    time_col: SavedTimeCol = None,
     labels: LabelsFile = None,
     features: FeatureCols = None,
     ignore: IgnoreCols = None,
@@ -825,9 +843,9 @@ def predict(
     ] = PREDICT_BATCH,
     quiet: Quiet = False,
     verbose: Verbose = False,
-    label_col: LabelCol = "label",
-    id_col: IdCol = "id",
-    time_col: TimeCol = "time",
+    label_col: SavedLabelCol = None,
+    id_col: SavedIdCol = None,
+    time_col: SavedTimeCol = None,
     features: FeatureCols = None,
     ignore: IgnoreCols = None,
 ) -> None:
@@ -931,9 +949,9 @@ def report(
     ] = "report.html",
     quiet: Quiet = False,
     verbose: Verbose = False,
-    label_col: LabelCol = "label",
-    id_col: IdCol = "id",
-    time_col: TimeCol = "time",
+    label_col: SavedLabelCol = None,
+    id_col: SavedIdCol = None,
+    time_col: SavedTimeCol = None,
     labels: LabelsFile = None,
     features: FeatureCols = None,
     ignore: IgnoreCols = None,

@@ -63,6 +63,8 @@ class Preprocessing:
         ``PAD_ID`` is padding and ``UNKNOWN_ID`` any token not kept.
       tokens: whether ``categorical`` is one ``--tokens`` column (one sequence per cell),
         split as ``token_split`` says.
+      label_col, id_col, time_col: the CSV columns the training read as the label, the
+        sequence id and the time; eval and predict read them again unless told others.
     """
 
     labels: tuple[str, ...]
@@ -79,6 +81,9 @@ class Preprocessing:
     vocabularies: tuple[tuple[str, ...], ...] = ()
     tokens: bool = False
     token_split: str = "space"
+    label_col: str = "label"
+    id_col: str = "id"
+    time_col: str = "time"
 
     @property
     def model_features(self) -> int:
@@ -118,6 +123,9 @@ class Preprocessing:
             vocabularies=tuple(tuple(str(t) for t in v) for v in data.get("vocabularies", ())),
             tokens=bool(data.get("tokens", False)),
             token_split=data.get("token_split", "space"),
+            label_col=data.get("label_col", "label"),
+            id_col=data.get("id_col", "id"),
+            time_col=data.get("time_col", "time"),
         )
 
     def output_label(self, label: str) -> int | str:
@@ -190,17 +198,27 @@ def fit(
         ),
         tokens=read is not None and read.tokens is not None,
         token_split="space" if read is None else read.token_split,
+        **(
+            {}
+            if read is None
+            else {"label_col": read.label_col, "id_col": read.id_col, "time_col": read.time_col}
+        ),
     )
 
 
 def read_options(prep: Preprocessing, read: ReadOptions) -> ReadOptions:
-    """How to read data for the model ``prep`` belongs to: with its time features, and with
+    """How to read data for the model ``prep`` belongs to: by the label, id and time
+    columns of its training where ``read`` leaves them None, with its time features and
+    token columns, and with
     the user's column choice when ``read`` makes one, else with the model's: a long CSV by
     the feature columns it was trained on (columns beyond them are left out, a missing one
     is named), a wide CSV by the training's ``--features`` and ``--ignore``."""
     from_csv = prep.source_format in ("long-csv", "token-csv")  # NPZ tokens need no flag
     read = dataclasses.replace(
         read,
+        label_col=prep.label_col if read.label_col is None else read.label_col,
+        id_col=prep.id_col if read.id_col is None else read.id_col,
+        time_col=prep.time_col if read.time_col is None else read.time_col,
         time_features=prep.time_features,
         categorical=prep.categorical if from_csv and not prep.tokens else (),
         tokens=prep.categorical[0] if prep.tokens else None,

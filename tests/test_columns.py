@@ -254,3 +254,33 @@ def test_a_model_with_time_features_derives_them_again_at_predict(tmp_path, caps
     assert main(["predict", str(model_dir), str(alone), "--proba"]) == 0
     line = capsys.readouterr().out.splitlines()[1]
     assert line in outputs[0]
+
+
+def test_eval_and_predict_read_the_columns_the_training_named(tmp_path):
+    """A model trained with --id-col/--label-col/--time-col reads the same columns again
+    without the flags; a flag given still wins."""
+    from typer.testing import CliRunner
+
+    from rnnfc_cli.cli import app
+
+    runner = CliRunner()
+    sequences, labels = make_sequences(24, seed=3)
+    plain = write_long_csv(tmp_path / "plain.csv", sequences, labels)
+    lines = plain.read_text().splitlines()
+    header = lines[0].replace("id", "session").replace("time", "ts").replace("label", "outcome")
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text("\n".join([header, *lines[1:]]) + "\n")
+    flags = ["--id-col", "session", "--time-col", "ts", "--label-col", "outcome"]
+    model = tmp_path / "m"
+    trained = runner.invoke(app, ["train", str(renamed), "-m", str(model), *flags, *TINY_FLAGS])
+    assert trained.exit_code == 0, trained.stderr
+    scored = runner.invoke(app, ["eval", str(model), str(renamed), "--json"])
+    assert scored.exit_code == 0, scored.stderr
+    assert json.loads(scored.stdout)["n"] == 24
+    predicted = runner.invoke(app, ["predict", str(model), str(renamed)])
+    assert predicted.exit_code == 0 and predicted.stdout.splitlines()[1].startswith("s")
+    # The original names, given as flags, read the original file.
+    given = ["--id-col", "id", "--time-col", "time", "--label-col", "label", "--json"]
+    again = runner.invoke(app, ["eval", str(model), str(plain), *given])
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout)["accuracy"] == json.loads(scored.stdout)["accuracy"]

@@ -24,6 +24,8 @@ class ReadOptions:
       label_col: CSV column holding the class.
       id_col: CSV column whose presence marks the long format and groups its rows.
       time_col: long-CSV column that orders the rows of a sequence, when present.
+        (For eval and predict each of the three may be None: the model's, see
+        ``preprocessing.read_options``.)
       labels_file: labels for a ``.npy`` input (a ``.npy`` array or one label per line).
       require_labels: train and eval need labels; predict ignores them.
       features: the CSV columns that hold values (long: features; wide: time steps), in
