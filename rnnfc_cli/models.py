@@ -437,8 +437,10 @@ class SequenceClassifier(nn.Module):
         # Token models: the embeddings' average over valid steps goes to the head too (a
         # bag of tokens, what fastText classifies by), so that what counting decides need
         # not be learned through the convolutions and the recurrence.
-        bag = [pool_states(x[:, -1], x, valid_mask(lengths, x.shape[1]), "mean", None)]
-        joined = bag if self.embed and self.skip else []
+        joined = []
+        if self.embed and self.skip:
+            valid = valid_mask(lengths, x.shape[1])
+            joined.append(pool_states(x[:, -1], x, valid, "mean", None))
         if self.convolutions:
             x, conv, lengths = self._front_end(x, lengths, train, row_weights, axis_name)
             joined = joined + conv
