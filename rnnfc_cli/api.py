@@ -26,6 +26,8 @@ from rnnfc_cli.callbacks import Callback, CallbackList, ProgressOnly
 from rnnfc_cli.config import (
     CHECKPOINT_EVERY,
     DEFAULT_PLATFORMS,
+    MAX_VOCAB,
+    MIN_COUNT,
     NORMALIZATIONS,
     PREDICT_BATCH,
     REFIT_BELOW,
@@ -85,8 +87,8 @@ class TrainRequest:
     resume: bool = False
     checkpoint_every: float = CHECKPOINT_EVERY
     stop: threading.Event | None = None
-    max_vocab: int = preprocessing.MAX_VOCAB
-    min_count: int = preprocessing.MIN_COUNT
+    max_vocab: int = MAX_VOCAB
+    min_count: int = MIN_COUNT
     embed_dim: int = 0
 
     def __post_init__(self) -> None:

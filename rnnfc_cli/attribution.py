@@ -14,6 +14,7 @@ pieces of the path.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -27,17 +28,23 @@ from rnnfc_cli.models import SequenceClassifier
 PATH_STEPS = 32
 
 
+def _log_proba(
+    model: SequenceClassifier, params: Any, inputs: jax.Array, lengths: jax.Array, target
+) -> jax.Array:
+    """float32[batch]: the log of the ensemble's averaged probability of ``target``, the
+    ``F`` that both attributions explain."""
+
+    def member(p):
+        return jax.nn.softmax(model.apply({"params": p}, inputs, lengths, train=False))
+
+    proba = jax.vmap(member)(params).mean(axis=0)  # [batch, classes]
+    return jnp.log(proba[:, target])
+
+
 def make_attribute_fn(model: SequenceClassifier, steps: int = PATH_STEPS):
     """A compiled ``(stacked params, x float32[time, features], length, target) ->
     (attributions float32[time, features], F(x) - F(0))`` for one sequence."""
-
-    def log_proba(params: Any, inputs: jax.Array, lengths: jax.Array, target: jax.Array):
-        def member(p):
-            return jax.nn.softmax(model.apply({"params": p}, inputs, lengths, train=False))
-
-        proba = jax.vmap(member)(params).mean(axis=0)  # [batch, classes]
-        return jnp.log(proba[:, target])
-
+    log_proba = functools.partial(_log_proba, model)
     numeric = model.num_features - len(model.embeddings)
 
     def along(alpha: jax.Array, x: jax.Array) -> jax.Array:
@@ -105,12 +112,7 @@ def make_occlusion_fn(model: SequenceClassifier):
         variants = variants.at[jnp.arange(steps * tokens), step, column].set(UNKNOWN_ID)
         batch = jnp.concatenate([x[None], variants])
         lengths = jnp.full((batch.shape[0],), length, jnp.int32)
-
-        def member(p):
-            logits = model.apply({"params": p}, batch, lengths, train=False)
-            return jax.nn.log_softmax(logits)[:, target]
-
-        log_proba = jnp.log(jnp.exp(jax.vmap(member)(params)).mean(axis=0))
+        log_proba = _log_proba(model, params, batch, lengths, target)
         return (log_proba[0] - log_proba[1:]).reshape(steps, tokens)
 
     return occlude

@@ -123,35 +123,27 @@ _training_opt = _panel("Training")
 _output_opt = _panel("Output")
 _run_opt = _panel("Run / distributed")
 
-LabelCol = Annotated[str, _data_opt("--label-col", help="CSV column holding the class label.")]
-IdCol = Annotated[
-    str,
-    _data_opt("--id-col", help="CSV column whose presence marks long format (one row per step)."),
-]
-TimeCol = Annotated[
-    str,
-    _data_opt(
-        "--time-col", help="Long-CSV column that orders the steps of a sequence, if present."
-    ),
-]
-# eval, predict and report: a column the model directory remembers from training.
-SavedLabelCol = Annotated[
-    str | None,
-    _data_opt("--label-col", help="CSV column holding the class label [default: the training's]."),
-]
-SavedIdCol = Annotated[
-    str | None,
-    _data_opt(
-        "--id-col",
-        help="CSV column whose presence marks long format [default: the training's].",
-    ),
-]
-SavedTimeCol = Annotated[
-    str | None,
-    _data_opt(
-        "--time-col", help="Long-CSV column that orders the steps [default: the training's]."
-    ),
-]
+# What the label, id and time columns are. train takes them as given ("label", "id",
+# "time" by default); eval, predict and report default to the ones the model was trained
+# with (None here).
+_COLUMN_HELP = {
+    "--label-col": "CSV column holding the class label",
+    "--id-col": "CSV column whose presence marks long format (one row per step)",
+    "--time-col": "Long-CSV column that orders the steps of a sequence, if present",
+}
+
+
+def _column(flag: str, saved: bool) -> Any:
+    if saved:
+        return Annotated[
+            str | None, _data_opt(flag, help=f"{_COLUMN_HELP[flag]} \\[default: the training's].")
+        ]
+    return Annotated[str, _data_opt(flag, help=f"{_COLUMN_HELP[flag]}.")]
+
+
+LabelCol, SavedLabelCol = _column("--label-col", False), _column("--label-col", True)
+IdCol, SavedIdCol = _column("--id-col", False), _column("--id-col", True)
+TimeCol, SavedTimeCol = _column("--time-col", False), _column("--time-col", True)
 FeatureCols = Annotated[
     str | None,
     _data_opt(

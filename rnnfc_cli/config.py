@@ -36,6 +36,13 @@ DEFAULT_CONV = "64:8,128:5,64:3"
 TOKEN_CONV = "64:3"
 
 
+# How a --tokens cell splits into tokens: on whitespace, or into characters.
+TOKEN_SPLITS = ("space", "char")
+# The token vocabularies' defaults: the most tokens kept per column, and the count a
+# token needs in the training data to be kept (--max-vocab, --min-count).
+MAX_VOCAB, MIN_COUNT = 20_000, 1
+
+
 def resolve_conv(spec: str, tokens: bool) -> str:
     """``--conv``'s blocks: ``spec``, or for "auto" the default of numbers or of tokens."""
     if spec != "auto":

@@ -129,14 +129,13 @@ def export_onnx(files: ModelFiles, params: Any, path: Path) -> dict[str, Any]:
         ) from None
     from rnnfc_cli import onnx_graph
 
-    metadata = {
-        **_metadata(files, "onnx"),
-        "opset": onnx_graph.OPSET,
-        "onnx_version": onnx.__version__,
-        "usage": "onnxruntime.InferenceSession(FILE).run(None, {"
-        + ", ".join(f"'{name}': {name}" for name in _metadata(files, "onnx")["inputs"])
-        + "})[0]",
-    }
+    metadata = _metadata(files, "onnx")
+    feeds = ", ".join(f"'{name}': {name}" for name in metadata["inputs"])
+    metadata.update(
+        opset=onnx_graph.OPSET,
+        onnx_version=onnx.__version__,
+        usage=f"onnxruntime.InferenceSession(FILE).run(None, {{{feeds}}})[0]",
+    )
     model = onnx_graph.build(files.model, files.preprocessing, params, metadata)
     _write(path, model.SerializeToString())
     return metadata
@@ -169,14 +168,14 @@ def export_stablehlo(
     exported = export.export(jax.jit(probabilities_fn(files, model, params)), platforms=platforms)(
         *shapes
     )
-    arguments = ", ".join(_metadata(files, "stablehlo")["inputs"])
-    metadata = {
-        **_metadata(files, "stablehlo"),
-        "platforms": list(exported.platforms),
-        "jax_version": jax.__version__,
-        "calling_convention_version": exported.calling_convention_version,
-        "usage": f"jax.export.deserialize(open(FILE, 'rb').read()).call({arguments})",
-    }
+    metadata = _metadata(files, "stablehlo")
+    arguments = ", ".join(metadata["inputs"])
+    metadata.update(
+        platforms=list(exported.platforms),
+        jax_version=jax.__version__,
+        calling_convention_version=exported.calling_convention_version,
+        usage=f"jax.export.deserialize(open(FILE, 'rb').read()).call({arguments})",
+    )
     text = json.dumps(metadata, indent=2) + "\n"
     _write(path, bytes(exported.serialize()))
     try:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnfc_cli.config import MAX_VOCAB, MIN_COUNT
 from rnnfc_cli.errors import BadInputError
 from rnnfc_cli.lazy import CHUNK_ROWS, LazyInputs, blocks
 from rnnfc_cli.readers import (
@@ -140,7 +141,6 @@ class Preprocessing:
 
 # Token ids: padding, then tokens the vocabulary does not hold, then the vocabulary's.
 PAD_ID, UNKNOWN_ID, RESERVED_IDS = 0, 1, 2
-MAX_VOCAB, MIN_COUNT = 20_000, 1
 
 
 def build_vocabulary(
@@ -350,8 +350,7 @@ def token_ids(prep: Preprocessing, data: SequenceData) -> np.ndarray:
     for column, vocabulary in zip(data.categories, prep.vocabularies, strict=True):
         index = {token: i + RESERVED_IDS for i, token in enumerate(vocabulary)}
         lookup = np.array([index.get(t, UNKNOWN_ID) for t in column.texts.tolist()], np.int32)
-        codes = column.codes
-        columns.append(np.where(codes >= 0, lookup[np.maximum(codes, 0)], PAD_ID))
+        columns.append(column.recoded(lookup, PAD_ID))
     return np.stack(columns, axis=2).astype(np.int32)
 
 

@@ -20,7 +20,10 @@ import dataclasses
 from typing import Any, Self
 
 from rnnfc_cli.config import (
+    MAX_VOCAB,
+    MIN_COUNT,
     NORMALIZATIONS,
+    TOKEN_SPLITS,
     ModelConfig,
     TrainConfig,
     check_choice,
@@ -121,10 +124,6 @@ def read_options(
     )
 
 
-# --token-split's choices (readers.TOKEN_SPLITS, without importing the readers).
-TOKEN_SPLITS = ("space", "char")
-
-
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
     """Every option of ``rnnfc train`` that decides what the run computes, named and
@@ -146,8 +145,8 @@ class RunSettings:
     categorical: str | None = None
     tokens: str | None = None
     token_split: str = "space"
-    max_vocab: int = 20_000
-    min_count: int = 1
+    max_vocab: int = MAX_VOCAB
+    min_count: int = MIN_COUNT
     embed_dim: str = "auto"
     # Model
     cell: str = _MODEL.cell

@@ -29,7 +29,6 @@ from rnnfc_cli.readers.numpy import (
 )
 from rnnfc_cli.readers.sequences import (
     MODEL_FEATURES,
-    TOKEN_SPLITS,
     Categories,
     ReadOptions,
     SequenceData,
@@ -43,7 +42,6 @@ __all__ = [
     "LAZY_MIN_BYTES",
     "MODEL_FEATURES",
     "STDIN",
-    "TOKEN_SPLITS",
     "Categories",
     "ReadOptions",
     "SequenceData",

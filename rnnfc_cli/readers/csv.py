@@ -21,8 +21,8 @@ from rnnfc_cli.readers.csv_source import (
     NUMBER,
     TEXT,
     CsvInput,
-    _is_number,
     column_into,
+    is_number,
     read_header,
     read_table,
     row_at,
@@ -36,6 +36,7 @@ from rnnfc_cli.readers.sequences import (
     canonical_labels,
     preview,
     time_feature_name,
+    token_splitter,
     valid_steps,
 )
 
@@ -75,6 +76,11 @@ class CsvPlan:
     label: str | None
     categorical: tuple[str, ...] = ()
     tokens: str | None = None
+
+    @property
+    def token_columns(self) -> tuple[str, ...]:
+        """The columns read as tokens, categorical or one token sequence per cell."""
+        return (self.tokens,) if self.tokens is not None else self.categorical
 
     def sequences(self, table: CsvTable, options: ReadOptions) -> SequenceData:
         """Sequences with their labels as written (canonical only over a whole file)."""
@@ -394,12 +400,12 @@ def token_csv(table: CsvTable, options: ReadOptions, plan: CsvPlan) -> SequenceD
     whitespace or into characters (``--token-split``)."""
     labels = _labels(table, plan)
     cells, texts = table.codes(plan.tokens)
-    if all(_is_number(text) for text in texts.tolist()):
+    if all(is_number(text) for text in texts.tolist()):
         raise BadInputError(
             f"{table.source}: --tokens '{plan.tokens}': every cell holds one number, not a "
             "sequence of tokens; numbers per step go in a long or wide CSV as features"
         )
-    split = list if options.token_split == "char" else str.split
+    split = token_splitter(options.token_split)
     pieces = [split(text) for text in texts.tolist()]
     sizes = np.array([len(piece) for piece in pieces], dtype=np.int64)
     if (sizes[cells] == 0).any():

@@ -34,7 +34,13 @@ from rnnfc_cli.readers.csv_source import (
     read_header,
 )
 from rnnfc_cli.readers.numpy import load_npy
-from rnnfc_cli.readers.sequences import Categories, ReadOptions, SequenceData, canonical_labels
+from rnnfc_cli.readers.sequences import (
+    Categories,
+    ReadOptions,
+    SequenceData,
+    canonical_labels,
+    token_splitter,
+)
 
 MIN_BYTES = 256 * 2**20  # in memory, a read takes about 3 times the file size
 BLOCK_BYTES = 2**20  # text per pyarrow batch (its read-ahead holds many: peak memory grows with it)
@@ -122,7 +128,7 @@ def _shape(batches: Iterator, long: bool) -> tuple[int, int] | None:
 
 def _token_shape(batches: Iterator, split: str) -> tuple[int, int]:
     """First pass over a ``--tokens`` column: (rows, the most tokens in one cell)."""
-    splitter = list if split == "char" else str.split
+    splitter = token_splitter(split)
     rows, longest = 0, 0
     for batch in batches:
         rows += batch.num_rows
@@ -162,8 +168,7 @@ def _convert_with(
     partial = directory.with_name(f"{directory.name}.partial-{os.getpid()}")
     partial.mkdir(parents=True, exist_ok=True)
     try:
-        token_columns = plan.categorical or ((plan.tokens,) if plan.tokens else ())
-        with _CacheWriter(partial, count, width, features, token_columns) as writer:
+        with _CacheWriter(partial, count, width, features, plan.token_columns) as writer:
             pending = None
             for batch in _batches(csv_input, header, plan.columns, python):
                 table = pa.Table.from_batches([batch])
@@ -180,9 +185,7 @@ def _convert_with(
             if pending is not None and pending.num_rows:
                 chunk = CsvTable(csv_input, header, pending, writer.rows)
                 writer.add(plan.sequences(chunk, options), pending.num_rows, plan.long)
-        writer.save(
-            partial, "token-csv" if plan.tokens else "long-csv" if plan.long else "wide-csv"
-        )
+        writer.save(partial)
         try:
             os.replace(partial, directory)
         except OSError:  # another process cached it first
@@ -219,6 +222,7 @@ class _CacheWriter:
         self.labels: list[np.ndarray] = []
         self.ids: list = []
         self.names: tuple[str, ...] | None = None
+        self.source_format = ""  # the readers' name for the layout, from the first block
         self.sequences = self.rows = 0
 
     def __enter__(self):
@@ -244,18 +248,18 @@ class _CacheWriter:
                 index = np.array(
                     [known.setdefault(t, len(known)) for t in column.texts.tolist()], np.int64
                 )
-                local = column.codes
-                codes[:, :steps, c] = np.where(local >= 0, index[np.maximum(local, 0)], -1)
+                codes[:, :steps, c] = column.recoded(index, -1)
             self.tokens.write(codes.data)
         self.lengths[self.sequences : self.sequences + n] = part.lengths
         self.ids.extend(part.ids if long else range(self.sequences, self.sequences + n))
         self.names = part.feature_names
+        self.source_format = part.source_format
         if part.labels is not None:
             self.labels.append(part.labels)
         self.sequences += n
         self.rows += rows
 
-    def save(self, partial: Path, source_format: str) -> None:
+    def save(self, partial: Path) -> None:
         np.save(partial / "lengths.npy", self.lengths)
         if self.labels:
             np.save(partial / "labels.npy", canonical_labels(np.concatenate(self.labels)))
@@ -264,7 +268,7 @@ class _CacheWriter:
             texts = {name: list(self.codes[name]) for name in self.categorical}
             (partial / "tokens.json").write_text(json.dumps(texts))
         meta = {
-            "source_format": source_format,
+            "source_format": self.source_format,
             "feature_names": None if self.names is None else list(self.names),
             "labels": bool(self.labels),
         }

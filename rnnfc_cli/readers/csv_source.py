@@ -298,7 +298,7 @@ def _typed_batch(source, header, block, indices, columns, schema) -> pa.RecordBa
         (row, column), cell = next(
             (place, cell)
             for place, cell in np.ndenumerate(stripped)
-            if cell and not _is_number(cell)
+            if cell and not is_number(cell)
         )
         name = header[numeric[column]]
         where = f"{source}: row {block[row][0]}, column '{name}'"
@@ -314,7 +314,7 @@ def _typed_batch(source, header, block, indices, columns, schema) -> pa.RecordBa
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _is_number(cell: str) -> bool:
+def is_number(cell: str) -> bool:
     try:
         np.float64(cell)
     except ValueError:

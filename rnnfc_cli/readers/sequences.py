@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,9 +48,9 @@ class ReadOptions:
         (every character a token: DNA, protein, codes).
     """
 
-    label_col: str = "label"
-    id_col: str = "id"
-    time_col: str = "time"
+    label_col: str | None = "label"
+    id_col: str | None = "id"
+    time_col: str | None = "time"
     labels_file: str | None = None
     require_labels: bool = True
     features: tuple[str, ...] = ()
@@ -66,7 +66,10 @@ class ReadOptions:
         return bool(self.features or self.ignore)
 
 
-TOKEN_SPLITS = ("space", "char")
+def token_splitter(split: str) -> Callable[[str], list[str]]:
+    """How a ``--tokens`` cell becomes its tokens: ``split`` "char" (every character a
+    token), else on runs of whitespace."""
+    return list if split == "char" else str.split
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +89,10 @@ class Categories:
 
     def subset(self, index: np.ndarray, steps: int) -> Categories:
         return dataclasses.replace(self, codes=self.codes[index, :steps])
+
+    def recoded(self, lookup: np.ndarray, fill: int) -> np.ndarray:
+        """The codes numbered anew: each step's ``lookup[code]``, ``fill`` past the end."""
+        return np.where(self.codes >= 0, lookup[np.maximum(self.codes, 0)], fill)
 
 
 @dataclasses.dataclass(frozen=True)
