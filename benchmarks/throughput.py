@@ -9,6 +9,13 @@ for ``torch.nn.LSTM`` / ``torch.nn.GRU`` with a ``nn.Linear`` head of the same s
 recurrent layer, the last hidden state fed to the head, float32, the same batch on both
 sides, AdamW with rnnfc's default learning rate, weight decay and gradient clipping.
 
+``--cells default`` measures the model ``rnnfc train`` builds for numeric data by default
+(three conv blocks 64:8, 128:5, 64:3 with batch norm and ReLU, the features max-pooled by
+``--downsample auto`` into a bidirectional LSTM of 64, its last states and maximum over
+time joined with the conv features' average, branch dropout 0.5, Dense 128 with dropout
+0.1) at rnnfc's default batch size, against the same model written in plain PyTorch
+(``Conv1d``/``BatchNorm1d``/``MaxPool1d``/``LSTM(bidirectional=True)``).
+
 Every sequence is full length, so both sides do the same work. After a warm-up (JAX
 compiles), each measurement runs A B A B ... for ``--rounds`` rounds, each round timing
 enough steps to take about half a second, and reports medians and the spread
@@ -21,6 +28,7 @@ repository root in an environment with rnnfc and torch installed::
 
     python benchmarks/throughput.py                   # LSTM and GRU, all configs
     python benchmarks/throughput.py --cells lstm --rounds 9
+    python benchmarks/throughput.py --cells default   # the default model against torch's
     python benchmarks/throughput.py --quick           # smoke test, about half a minute
     python benchmarks/throughput.py --json > out.json # table on stderr, ratios on stdout
 """
@@ -47,7 +55,8 @@ from machine import cpu_model
 
 import rnnfc_cli.train as rt
 from rnnfc_cli import inference, parallel, runtime
-from rnnfc_cli.config import ModelConfig, TrainConfig
+from rnnfc_cli.api import auto_downsample
+from rnnfc_cli.config import DEFAULT_CONV, ModelConfig, TrainConfig, parse_conv
 from rnnfc_cli.models import build_model
 
 NUM_CLASSES = 4
@@ -55,7 +64,12 @@ INFER_BATCH = 1024
 # (batch, time, features, hidden) of the training measurements; inference reuses (T, F, H).
 CONFIGS = ((64, 128, 8, 128), (256, 128, 8, 128), (32, 32, 12, 64))
 QUICK_CONFIGS = ((32, 32, 12, 64),)
+# The default model's: rnnfc's default batch and hidden size, the issue-17 job's shape and
+# a long univariate series (downsampled by 2 and by 8 before the recurrence).
+DEFAULT_MODEL_CONFIGS = ((32, 128, 8, 64), (32, 512, 1, 64))
+QUICK_DEFAULT_MODEL_CONFIGS = ((32, 128, 8, 64),)
 GATES = {"lstm": 4, "gru": 3}
+DEFAULT_MODEL = "default"
 MATMUL_SIZE = 1024
 
 
@@ -65,7 +79,7 @@ class Row:
 
     Attributes:
       mode: "train" or "infer".
-      cell: "lstm" or "gru".
+      cell: "lstm", "gru" or "default" (the default model).
       shape: (batch, time, features, hidden).
       rnnfc: sequences per second of each round.
       torch: sequences per second of each round.
@@ -94,10 +108,24 @@ class Row:
 
 
 def step_flops(cell: str, shape: tuple[int, int, int, int], train: bool) -> float:
-    """Matmul FLOPs of one batch through the recurrent layer (the head is negligible)."""
+    """Matmul FLOPs of one batch through the recurrent layer (the head is negligible);
+    for the default model, through its convolutions and both directions of its LSTM."""
     b, t, f, h = shape
-    forward = 2 * b * t * (f + h) * GATES[cell] * h
+    if cell == DEFAULT_MODEL:
+        forward, channels = 0, f
+        for out, kernel in parse_conv(DEFAULT_CONV):
+            forward += 2 * b * t * kernel * channels * out
+            channels = out
+        steps = -(-t // _downsample(t))
+        forward += 2 * 2 * b * steps * (channels + h) * GATES["lstm"] * h
+    else:
+        forward = 2 * b * t * (f + h) * GATES[cell] * h
     return 3 * forward if train else forward
+
+
+def _downsample(steps: int) -> int:
+    """``--downsample auto`` for sequences of ``steps``."""
+    return auto_downsample(np.array([steps]))
 
 
 def _timed(fn: Callable[[int], None], iters: int) -> float:
@@ -132,34 +160,36 @@ def _autocast():
 
 
 def _rnnfc_model(cell: str, shape: tuple[int, int, int, int]):
-    _, _, f, h = shape
-    config = ModelConfig(
-        precision=PRECISION["value"],
-        num_features=f,
-        num_classes=NUM_CLASSES,
-        cell=cell,
-        hidden=h,
-        layers=1,
-        dense=(),
-        dropout=0.0,
-        pool="last",
-        bidirectional=False,
-        patch=1,
-    )
+    _, t, f, h = shape
+    common = {"precision": PRECISION["value"], "num_features": f, "num_classes": NUM_CLASSES}
+    if cell == DEFAULT_MODEL:  # ModelConfig's defaults, with what train resolves for numbers
+        config = ModelConfig(**common, hidden=h, conv=DEFAULT_CONV, downsample=_downsample(t))
+    else:
+        config = ModelConfig(
+            **common,
+            cell=cell,
+            hidden=h,
+            layers=1,
+            dense=(),
+            dropout=0.0,
+            pool="last",
+            bidirectional=False,
+            patch=1,
+        )
     return build_model(config)
 
 
-def _placement(batch_size: int):
-    """The devices and shardings ``train.fit`` and ``predict`` use for this batch size:
-    on CPU one device per core when they split the batch evenly."""
-    devices = parallel.data_devices(0, batch_size)
+def _placement(batch_size: int, steps: int | None):
+    """The devices and shardings ``train.fit`` and ``predict`` use for this batch of
+    sequences ``steps`` long: on CPU one device per core when splitting the batch pays."""
+    devices = parallel.data_devices(0, batch_size, steps=steps)
     return devices, parallel.batch_sharding(devices)
 
 
 def rnnfc_train(cell: str, shape: tuple[int, int, int, int]) -> Callable[[int], None]:
     """A callable running ``n`` compiled rnnfc train steps and waiting for the result."""
     model = _rnnfc_model(cell, shape)
-    _, shardings = _placement(shape[0])
+    _, shardings = _placement(shape[0], shape[1])
     # A long schedule keeps the learning rate away from zero for the whole benchmark.
     state = rt.create_train_state(model, TrainConfig(), 1_000_000)
     x, lengths, labels = _inputs(shape, seed=0)
@@ -186,7 +216,7 @@ def rnnfc_train(cell: str, shape: tuple[int, int, int, int]) -> Callable[[int], 
 def rnnfc_infer(cell: str, shape: tuple[int, int, int, int]) -> Callable[[int], None]:
     """A callable running ``n`` compiled rnnfc inference calls on one batch."""
     model = _rnnfc_model(cell, shape)
-    _, shardings = _placement(shape[0])
+    _, shardings = _placement(shape[0], shape[1])
     params = rt.create_train_state(model, TrainConfig(), 1).params
     x, lengths, _ = _inputs(shape, seed=0)
     if shardings is None:
@@ -219,12 +249,57 @@ class TorchClassifier(torch.nn.Module):
         return self.head(h[-1])
 
 
+class TorchDefaultModel(torch.nn.Module):
+    """rnnfc's default model for numbers, as one would write it in PyTorch (every sequence
+    full length, so no masking): conv blocks, max-pooling, a bidirectional LSTM whose last
+    states and maximum over time, dropped whole for half the examples in training, join
+    the conv features' average before a Dense head."""
+
+    def __init__(self, features: int, steps: int, hidden: int, classes: int):
+        super().__init__()
+        layers, channels = [], features
+        for out, kernel in parse_conv(DEFAULT_CONV):
+            layers += [
+                torch.nn.Conv1d(channels, out, kernel, padding="same", bias=False),
+                torch.nn.BatchNorm1d(out, momentum=0.1),
+                torch.nn.ReLU(),
+            ]
+            channels = out
+        self.conv = torch.nn.Sequential(*layers)
+        size = _downsample(steps)
+        self.pool = torch.nn.MaxPool1d(size, ceil_mode=True) if size > 1 else torch.nn.Identity()
+        self.rnn = torch.nn.LSTM(channels, hidden, batch_first=True, bidirectional=True)
+        self.branch_dropout = 0.5
+        self.head = torch.nn.Sequential(
+            torch.nn.Linear(4 * hidden + channels, 128),
+            torch.nn.ReLU(),
+            torch.nn.Dropout(0.1),
+            torch.nn.Linear(128, classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.conv(x.transpose(1, 2))  # [batch, channels, time]
+        skip = features.mean(dim=2)
+        outputs, (h, _) = self.rnn(self.pool(features).transpose(1, 2))
+        states = torch.cat([h[0], h[1], outputs.amax(dim=1)], dim=1)
+        if self.training:
+            keep = torch.rand(len(x), 1) >= self.branch_dropout
+            states = states * keep / (1 - self.branch_dropout)
+        return self.head(torch.cat([states, skip], dim=1))
+
+
+def _torch_model(cell: str, shape: tuple[int, int, int, int]) -> torch.nn.Module:
+    _, t, f, h = shape
+    torch.manual_seed(0)
+    if cell == DEFAULT_MODEL:
+        return TorchDefaultModel(f, t, h, NUM_CLASSES)
+    return TorchClassifier(cell, f, h, NUM_CLASSES)
+
+
 def torch_train(cell: str, shape: tuple[int, int, int, int]) -> Callable[[int], None]:
     """A callable running ``n`` torch optimizer steps with rnnfc's default settings."""
-    _, _, f, h = shape
     config = TrainConfig()
-    torch.manual_seed(0)
-    model = TorchClassifier(cell, f, h, NUM_CLASSES).train()
+    model = _torch_model(cell, shape).train()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -246,9 +321,7 @@ def torch_train(cell: str, shape: tuple[int, int, int, int]) -> Callable[[int], 
 
 def torch_infer(cell: str, shape: tuple[int, int, int, int]) -> Callable[[int], None]:
     """A callable running ``n`` torch inference calls on one batch."""
-    _, _, f, h = shape
-    torch.manual_seed(0)
-    model = TorchClassifier(cell, f, h, NUM_CLASSES).eval()
+    model = _torch_model(cell, shape).eval()
     x = torch.from_numpy(_inputs(shape, seed=0)[0])
 
     def run(n: int) -> None:
@@ -323,7 +396,7 @@ def _spread(values: tuple[float, ...]) -> float:
 def render(rows: list[Row], peak: float) -> str:
     """The comparison table as fixed-width text."""
     head = (
-        f"{'mode':<5} {'cell':<4} {'B':>5} {'T':>4} {'F':>3} {'H':>4} "
+        f"{'mode':<5} {'cell':<7} {'B':>5} {'T':>4} {'F':>3} {'H':>4} "
         f"{'rnnfc seq/s':>12} {'sprd':>5} {'torch seq/s':>12} {'sprd':>5} "
         f"{'ratio':>6} {'GFLOP/s':>8} {'%peak':>6}"
     )
@@ -331,7 +404,7 @@ def render(rows: list[Row], peak: float) -> str:
     for row in rows:
         b, t, f, h = row.shape
         lines.append(
-            f"{row.mode:<5} {row.cell:<4} {b:>5} {t:>4} {f:>3} {h:>4} "
+            f"{row.mode:<5} {row.cell:<7} {b:>5} {t:>4} {f:>3} {h:>4} "
             f"{statistics.median(row.rnnfc):>12.0f} {_spread(row.rnnfc):>5.0%} "
             f"{statistics.median(row.torch):>12.0f} {_spread(row.torch):>5.0%} "
             f"{row.ratio:>6.2f} {row.gflops():>8.1f} {row.gflops() / peak:>6.1%}"
@@ -342,7 +415,11 @@ def render(rows: list[Row], peak: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     runtime.configure_jax()  # rnnfc's XLA flags and cache, as the CLI has them
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cells", default="lstm,gru", help="comma-separated: lstm,gru")
+    parser.add_argument(
+        "--cells",
+        default="lstm,gru,default",
+        help="comma-separated: lstm, gru (one layer alone), default (rnnfc's default model)",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (5)")
     parser.add_argument("--quick", action="store_true", help="one small config, 2 rounds")
     parser.add_argument(
@@ -358,12 +435,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     PRECISION["value"] = args.precision
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
-    unknown = [c for c in cells if c not in GATES]
+    unknown = [c for c in cells if c not in (*GATES, DEFAULT_MODEL)]
     if unknown or not cells:
-        parser.error(f"--cells takes lstm and/or gru, not {args.cells!r}")
+        parser.error(f"--cells takes lstm, gru and/or default, not {args.cells!r}")
     rounds = args.rounds or (2 if args.quick else 5)
     target_s = 0.2 if args.quick else 0.5
-    configs = QUICK_CONFIGS if args.quick else CONFIGS
+
+    def configs_of(cell: str) -> tuple[tuple[int, int, int, int], ...]:
+        if cell == DEFAULT_MODEL:
+            return QUICK_DEFAULT_MODEL_CONFIGS if args.quick else DEFAULT_MODEL_CONFIGS
+        return QUICK_CONFIGS if args.quick else CONFIGS
+
+    configs = [shape for cell in cells for shape in configs_of(cell)]
 
     cores = os.cpu_count() or 1
     torch.set_num_threads(args.torch_threads or cores)
@@ -389,8 +472,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     say(
         "rnnfc devices per batch size (as train/predict place them): "
-        + ", ".join(f"B={b}: {len(_placement(b)[0])}" for b in sorted({c[0] for c in configs}))
-        + f", B={INFER_BATCH}: {len(_placement(INFER_BATCH)[0])}"
+        + ", ".join(
+            f"B={b} T={t}: {len(_placement(b, t)[0])}" for b, t in sorted({c[:2] for c in configs})
+        )
+        + f", B={INFER_BATCH}: {len(_placement(INFER_BATCH, None)[0])}"
     )
     say(f"rounds {rounds}, ~{target_s} s per side per round, medians; sprd = (max-min)/median")
     say(f"precision: {args.precision}")
@@ -398,9 +483,9 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for cell in cells:
-        for shape in configs:
+        for shape in configs_of(cell):
             rows.append(compare("train", cell, shape, rounds, target_s))
-        for t, f, h in dict.fromkeys(shape[1:] for shape in configs):
+        for t, f, h in dict.fromkeys(shape[1:] for shape in configs_of(cell)):
             rows.append(compare("infer", cell, (INFER_BATCH, t, f, h), rounds, target_s))
     # Outside load lowers the measured peak; the better of two measurements is nearer the truth.
     end_peak, end_median, _ = matmul_peak()

@@ -19,22 +19,42 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rnnfc_cli.errors import BadInputError
 
-# On CPU a device's share of a batch must be at least this many rows for splitting to
-# pay: below it, the per-step work of each device's scan is too small to outweigh the
-# gradient sum (measured with benchmarks/throughput.py: 2 devices ran 64-row LSTM/GRU
-# batches 1.3-2x faster than 1; 32-row batches no faster, sample_data's default model
-# slower).
+# On CPU a device's share of a batch must hold this much work for splitting to pay:
+# below it, the per-step work of each device is too small to outweigh the gradient sum.
+# Either this many rows (benchmarks/throughput.py: 2 devices ran 64-row LSTM/GRU batches
+# 1.3-2x faster than 1; 32-row batches of 32 steps no faster) ...
 MIN_ROWS_PER_CPU_DEVICE = 32
+# ... or at least MIN_SPLIT_ROWS rows of sequences this many steps long in all (rows x
+# steps). Measured with the default model (conv front end, bidirectional LSTM) at batch
+# 32 on 2 cores, 16 rows a device against 32 on one: 0.95x at 32 steps, 1.11x at 64,
+# 1.25x at 128, 1.4x at 512, 1.15x at 1,460; a bidirectional LSTM alone at 128 steps 1.25x.
+MIN_ROW_STEPS_PER_CPU_DEVICE = 1024
+MIN_SPLIT_ROWS = 16
+
+
+def _worth_splitting(rows: int, steps: int | None) -> bool:
+    """Whether a CPU device's share of ``rows`` rows of ``steps`` steps pays for its split."""
+    if rows >= MIN_ROWS_PER_CPU_DEVICE:
+        return True
+    return (
+        steps is not None
+        and rows >= MIN_SPLIT_ROWS
+        and rows * steps >= MIN_ROW_STEPS_PER_CPU_DEVICE
+    )
 
 
 def data_devices(
-    count: int = 0, batch_size: int | None = None, examples: int | None = None
+    count: int = 0,
+    batch_size: int | None = None,
+    examples: int | None = None,
+    steps: int | None = None,
 ) -> list[jax.Device]:
-    """The local devices to split batches of ``batch_size`` (out of ``examples``) over.
+    """The local devices to split batches of ``batch_size`` (out of ``examples``, typically
+    ``steps`` long) over.
 
     ``count`` > 0 takes the first ``count``. For 0 it is the most, up to all of them,
-    that split such a batch evenly (on CPU, into shares of at least
-    ``MIN_ROWS_PER_CPU_DEVICE`` rows), so the batch size stays what was asked; when one
+    that split such a batch evenly (on CPU, into shares worth splitting: see
+    ``MIN_ROWS_PER_CPU_DEVICE``), so the batch size stays what was asked; when one
     batch holds every example, it is padded to split over the devices instead. In a
     multi-process run (``jax.distributed``), every device of every process, and
     ``count`` is ignored.
@@ -50,7 +70,9 @@ def data_devices(
         rows = min(batch_size, examples) if examples is not None else batch_size
         limit = len(available)
         if available[0].platform == "cpu":
-            limit = max(1, min(limit, rows // MIN_ROWS_PER_CPU_DEVICE))
+            limit = max(
+                d for d in range(1, limit + 1) if d == 1 or _worth_splitting(rows // d, steps)
+            )
         if examples is not None and examples <= batch_size:
             count = min(limit, examples)
         else:

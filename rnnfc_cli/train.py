@@ -791,7 +791,8 @@ def fit(
         "validation" data is part of its training data, chooses nothing).
     """
     config = config.resolved(len(train))
-    devices = data_devices(config.devices, config.batch_size, len(train))
+    typical_steps = int(np.median(train.lengths))
+    devices = data_devices(config.devices, config.batch_size, len(train), typical_steps)
     batch_size = device_batch_size(config.batch_size, len(train), devices)
     longest = (int(train.lengths.max()),)
     buckets = length_buckets(train.lengths, batch_size) if config.length_buckets else longest

@@ -41,6 +41,7 @@ single = predict_proba(make_proba_fn(model), params, data.inputs, data.lengths, 
                        devices=jax.local_devices()[:1])
 out["sharded_predict_diff"] = float(np.abs(sharded - single).max())
 out["auto"] = {size: len(data_devices(0, size, 256)) for size in (128, 32)}
+out["auto_32_rows"] = {steps: len(data_devices(0, 32, 256, steps)) for steps in (32, 128, 4096)}
 print(json.dumps(out))
 """
 
@@ -65,6 +66,8 @@ def test_four_devices_train_like_one():
     assert out["sharded_predict_diff"] < 1e-5
     # Auto: as many devices as split the batch into shares of >= 32 rows on CPU.
     assert out["auto"] == {"128": 4, "32": 1}
+    # Or of >= 16 rows where rows x steps >= 1024: 32 rows of 128 steps split in 2.
+    assert out["auto_32_rows"] == {"32": 1, "128": 2, "4096": 2}
     for a, b in zip(one["params"], four["params"], strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4)
 
