@@ -8,6 +8,7 @@ log holding the traceback, and exit code 1.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
 import dataclasses
@@ -1075,5 +1076,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point.
+
+    The process ends without Python's finalisation, after the exit handlers (JAX's and
+    the others') have run: every file a command writes is complete and closed before it
+    returns, and tearing down the interpreter with JAX's runtime in it took about half a
+    second of every command that used JAX (0.55 s of a 16 s training, measured).
+    """
+    code = main()
+    atexit.register(_end_process, code)  # registered last, so it runs after the others
+    sys.exit(code)
+
+
+def _end_process(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said
+            pass
+    os._exit(code)

@@ -192,6 +192,35 @@ def test_real_processes_train_eval_predict(tiny_data, tmp_path):
     assert predicted.stderr.count("\n") == 1 and "features per step" in predicted.stderr
 
 
+def test_a_process_ends_with_every_line_out_or_quietly_when_its_reader_stops(
+    trained_model, tmp_path
+):
+    """The entry point ends the process itself after flushing (``cli.run``): a predict
+    writing 20,000 lines ends 0 with all of them out; ``rnnfc predict model big.npy |
+    head -1``, whose pipe closes while lines are still coming, ends without a traceback
+    (exit 1 where the closed pipe is seen; some sandboxes' pipes take it all, exit 0)."""
+    rows = np.random.default_rng(0).normal(size=(20_000, 3, 2)).astype(np.float32)
+    np.save(tmp_path / "many.npy", rows)
+    cmd = [
+        sys.executable,
+        "-m",
+        "rnnfc_cli",
+        "predict",
+        str(trained_model),
+        str(tmp_path / "many.npy"),
+    ]
+    whole = subprocess.run(cmd, capture_output=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    assert whole.stdout.count(b"\n") == 20_001 and whole.stdout.endswith(b"\n")
+    reader = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = reader.stdout.readline()
+    reader.stdout.close()
+    _, err = reader.communicate(timeout=300)
+    assert first == b"id,label\n"
+    assert reader.returncode in (0, 1)
+    assert b"Traceback" not in err and b"Exception ignored" not in err, err
+
+
 def test_every_train_option_reaches_the_training_request(monkeypatch, tiny_data, tmp_path):
     """Each flag lands in the request the library trains from (whose configs are what the
     model directory saves), and config.toml holds the flags as given."""
