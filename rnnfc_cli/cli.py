@@ -1090,8 +1090,7 @@ def run() -> None:
 
 def _end_process(code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
-        try:
+        # A closed pipe or stream: nothing more can be said.
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said
-            pass
     os._exit(code)
