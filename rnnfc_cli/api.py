@@ -187,8 +187,6 @@ def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dic
     prep = preprocessing.fit(
         train_data, request.normalize, request.read, request.max_vocab, request.min_count
     )
-    train_arrays = _arrays(prep, train_data)
-    val_arrays = _arrays(prep, val_data)
     options = dict(request.model_options)
     options["conv"] = resolve_conv(options.get("conv", ""), tokens=bool(prep.categorical))
     if not options.get("downsample"):
@@ -204,14 +202,17 @@ def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dic
     model_config = ModelConfig(
         num_features=prep.model_features, num_classes=len(prep.labels), **options
     )
-
-    clock.lap("preprocess")
     from rnnfc_cli import models, runtime, train
 
     runtime.configure_jax()
     import jax
 
     model = models.build_model(model_config)
+    warmed = train.start_warm_up(model, request.train)
+    train_arrays = _arrays(prep, train_data)
+    val_arrays = _arrays(prep, val_data)
+    warmed()
+    clock.lap("preprocess")
     if jax.process_count() > 1 and request.resume:
         raise BadInputError("--resume: not supported in a multi-process run yet")
     run_key = _run_key(model_config, request.train, train.STATE_LAYOUT, train_arrays, val_arrays)

@@ -174,6 +174,27 @@ def _state_creator(model: SequenceClassifier, clipped: bool) -> Callable[..., Tr
     return jax.jit(jax.vmap(create, in_axes=(0, None, None)))
 
 
+def start_warm_up(model: SequenceClassifier, config: TrainConfig) -> Callable[[], None]:
+    """Trace and compile (or load from the persistent cache) the programs that create the
+    train state of ``model`` under ``config``, in a background thread; returns the
+    function that waits for them.
+
+    Started while the data are still being scaled, their ~0.9 s (tracing the model's
+    initialisation, loading two compiled programs) overlaps that work, and ``fit`` finds
+    them ready. A failure is left for ``fit``, which meets it again and reports it.
+    """
+
+    def warm() -> None:
+        try:
+            create_train_state(model, config, 1)
+        except Exception:  # fit runs the same call and reports the error
+            return
+
+    thread = threading.Thread(target=warm, name="rnnfc-warm-up", daemon=True)
+    thread.start()
+    return thread.join
+
+
 def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray:
     """Per-class loss weights: ones, or "balanced" ``n / (classes * n_class)``."""
     if mode == "none":

@@ -281,3 +281,26 @@ def test_length_buckets_cut_padding_and_each_example_appears_once_per_epoch():
         padded_steps += batch.inputs.shape[0] * batch.inputs.shape[1]
     assert sorted(seen) == sorted(lengths.tolist())
     assert padded_steps < 0.5 * len(lengths) * lengths.max()
+
+
+def test_the_warm_up_leaves_what_creates_the_train_state_compiled():
+    """``start_warm_up`` (run while the data are scaled) compiles the very programs that
+    ``create_train_state`` then calls: nothing is traced again, for an ensemble too, and
+    the state holds the parameters its seeds give."""
+    from rnnfc_cli import inference, train
+
+    model = build_model(ModelConfig(3, 2, conv="4:3", **TINY_MODEL))
+    config = TrainConfig(ensemble=2, seed=5)
+    train.start_warm_up(model, config)()
+    initializer = inference._initializer(model)
+    creator = train._state_creator(model, config.clip_norm > 0)
+    compiled = (initializer._cache_size(), creator._cache_size())
+    assert compiled == (1, 1)
+    state = train.create_train_state(model, config, 100)
+    assert (initializer._cache_size(), creator._cache_size()) == compiled
+    for a, b in zip(
+        jax.tree.leaves(state.params),
+        jax.tree.leaves(inference.init_params(model, member_keys(5, 2))),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
