@@ -26,7 +26,7 @@ with (LSTM forward FLOPs ~ 2*B*T*(F+H)*4H, GRU 3H, training ~ 3x forward).
 Run by hand on a quiet machine (other load skews the two sides differently), from the
 repository root in an environment with rnnfc and torch installed::
 
-    python benchmarks/throughput.py                   # LSTM and GRU, all configs
+    python benchmarks/throughput.py                   # LSTM, GRU and the default model
     python benchmarks/throughput.py --cells lstm --rounds 9
     python benchmarks/throughput.py --cells default   # the default model against torch's
     python benchmarks/throughput.py --quick           # smoke test, about half a minute
