@@ -5,8 +5,8 @@ parameters, optimizer state and PRNG keys carry a leading member axis and the tr
 is ``jax.vmap``-ed over it, so K models train in one compiled program on the same batches.
 
 Every batch has the same shape (the last one is padded and masked by zero weights), so each
-step compiles once. Metrics are sums and counts kept on the device and fetched once per
-epoch, never per step.
+step compiles once. Each step's metrics (sums and counts) stay on the device and are
+fetched and added up on the host once per epoch, never per step.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ class Metrics:
     count: jax.Array
 
     def __add__(self, other: Metrics) -> Metrics:
-        return jax.tree.map(jnp.add, self, other)
+        """The sums of both, on the host (``_Loop.settle`` adds them there)."""
+        return jax.tree.map(np.add, self, other)
 
 
 # The layout of ``TrainState`` (and so of its snapshots), part of a run's key: a run
@@ -742,9 +743,7 @@ class _Loop:
             self.bad_step, [m.loss_sum for m in done], self.batches_done
         )
         for metrics in done:
-            self.totals = (
-                metrics if self.totals is None else jax.tree.map(np.add, self.totals, metrics)
-            )
+            self.totals = metrics if self.totals is None else self.totals + metrics
 
     def next_epoch(self, shuffle_state: dict[str, Any]) -> None:
         self.epoch += 1
