@@ -187,6 +187,11 @@ def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dic
     prep = preprocessing.fit(
         train_data, request.normalize, request.read, request.max_vocab, request.min_count
     )
+    if prep.categorical and "mixup" in request.train.augment:
+        raise BadInputError(
+            "--augment mixup: not with --categorical or --tokens columns (a mix of two ids "
+            "is no id)"
+        )
     options = dict(request.model_options)
     options["conv"] = resolve_conv(options.get("conv", ""), tokens=bool(prep.categorical))
     if not options.get("downsample"):

@@ -478,6 +478,16 @@ def train(
             "out; not with --val).",
         ),
     ] = _RUN.refit,
+    augment: Annotated[
+        str,
+        _training_opt(
+            "--augment",
+            help="Augment every training batch, in this order: jitter[:SD] (noise), "
+            "scale[:SD] (a factor per sequence and feature), crop[:SHARE] (a random window), "
+            "mixup[:ALPHA] (pairs of sequences and their labels mixed); e.g. crop:0.7. "
+            "Default none.",
+        ),
+    ] = _RUN.augment,
     seed: Annotated[
         int,
         _training_opt(

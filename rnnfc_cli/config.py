@@ -81,6 +81,53 @@ def conv_blocks(spec: str) -> tuple[tuple[int, int], ...]:
         ) from None
 
 
+# ``--augment``'s augmentations: name -> (strength when none is given, least, most).
+# Strengths: jitter and scale a standard deviation (inputs are scaled to unit variance),
+# crop the share of each sequence kept, mixup Beta's alpha.
+AUGMENTATIONS = {
+    "jitter": (0.03, 0.0, 10.0),
+    "scale": (0.1, 0.0, 10.0),
+    "crop": (0.9, 0.0, 1.0),
+    "mixup": (0.2, 0.0, 100.0),
+}
+
+
+def parse_augment(spec: str) -> tuple[tuple[str, float], ...]:
+    """``"crop:0.8,jitter"`` -> (("crop", 0.8), ("jitter", 0.03)), applied in that order;
+    ``""`` or ``"none"`` -> (). A malformed spec is a usage error naming ``--augment``."""
+    if spec.strip().lower() in ("", "none"):
+        return ()
+    parts = []
+    for part in spec.split(","):
+        name, _, text = part.strip().partition(":")
+        if name not in AUGMENTATIONS:
+            raise BadInputError(
+                f"--augment '{part.strip()}': choose among {', '.join(AUGMENTATIONS)} "
+                "(each optionally name:strength), or 'none'"
+            )
+        default, least, most = AUGMENTATIONS[name]
+        try:
+            strength = float(text) if text else default
+        except ValueError:
+            raise BadInputError(
+                f"--augment '{part.strip()}': the strength is not a number"
+            ) from None
+        if not least < strength <= most:
+            raise BadInputError(
+                f"--augment '{part.strip()}': {name}'s strength must be above {least:g} "
+                f"and at most {most:g}"
+            )
+        if name in (chosen for chosen, _ in parts):
+            raise BadInputError(f"--augment '{spec}': {name} is named twice")
+        parts.append((name, strength))
+    return tuple(parts)
+
+
+def canonical_augment(spec: str) -> str:
+    """``--augment`` as a model directory keeps it: every strength written out."""
+    return ",".join(f"{name}:{strength:g}" for name, strength in parse_augment(spec))
+
+
 def parse_platforms(text: str) -> tuple[str, ...]:
     """``--platforms``: "cpu,cuda" -> ("cpu", "cuda"), each known, none twice, at least one."""
     chosen = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
@@ -275,6 +322,8 @@ class TrainConfig(_Serializable):
         sets the held-out examples are too few to choose weights by and too many to
         leave out. "auto": only when fewer than ``REFIT_BELOW`` sequences were held out
         (larger sets choose well and would pay a second training for little); "off".
+      augment: the augmentations every training batch gets (``canonical_augment`` form,
+        "" for none; see ``augment.py``).
     """
 
     epochs: int = 0
@@ -294,6 +343,7 @@ class TrainConfig(_Serializable):
     length_buckets: bool = True
     devices: int = 0
     refit: str = "auto"
+    augment: str = ""
 
     def __post_init__(self) -> None:
         """The library gets the checks the command line gets; messages name the flag."""
@@ -315,6 +365,7 @@ class TrainConfig(_Serializable):
         check_range("--seeds", self.ensemble, 1, 64)
         check_range("--devices", self.devices, 0, float("inf"))
         check_choice("--refit", self.refit, REFITS)
+        parse_augment(self.augment)
 
     def resolved(self, sequences: int) -> Self:
         """This config with automatic (0) epochs chosen for training on ``sequences``

@@ -26,6 +26,7 @@ from rnnfc_cli.config import (
     TOKEN_SPLITS,
     ModelConfig,
     TrainConfig,
+    canonical_augment,
     check_choice,
     conv_blocks,
     resolve_conv,
@@ -176,6 +177,7 @@ class RunSettings:
     patience: int = _TRAIN.patience
     min_steps: int = _TRAIN.min_steps
     refit: str = _TRAIN.refit
+    augment: str = "none"
     seed: int = _TRAIN.seed
     seeds: int = _TRAIN.ensemble
     buckets: bool = _TRAIN.length_buckets
@@ -279,6 +281,7 @@ class RunSettings:
             length_buckets=self.buckets,
             devices=self.devices,
             refit=self.refit,
+            augment=canonical_augment(self.augment),
         )
 
     def read_options(self):

@@ -26,6 +26,7 @@ from flax import struct, traverse_util
 from flax.training import train_state
 from jax.sharding import NamedSharding
 
+from rnnfc_cli.augment import Mix, augmented
 from rnnfc_cli.callbacks import Callback
 from rnnfc_cli.config import CHECKPOINT_EVERY, TrainConfig
 from rnnfc_cli.errors import TrainingDivergedError, TrainingInterruptedError
@@ -206,16 +207,29 @@ def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray
 
 
 def weighted_loss_sums(
-    logits: jax.Array, batch: Batch, weights_by_class: jax.Array, label_smoothing: float
+    logits: jax.Array,
+    batch: Batch,
+    weights_by_class: jax.Array,
+    label_smoothing: float,
+    mix: Mix | None = None,
 ) -> Metrics:
     """Sums whose ratio ``loss_sum / count`` is the training loss
     sum_i m_i w_{y_i} CE_i / sum_i m_i, with m the padding mask and w the class weights;
-    CE is against labels smoothed by ``label_smoothing``."""
+    CE is against labels smoothed by ``label_smoothing``. After mixup (``mix``) targets
+    and class weights are mixed as the inputs were; accuracy counts the own label."""
     targets = jax.nn.one_hot(batch.labels, logits.shape[-1])
+    class_weights_of_rows = weights_by_class[batch.labels]
+    if mix is not None:
+        share = mix.share[:, None]
+        targets = share * targets + (1.0 - share) * targets[mix.partner]
+        class_weights_of_rows = (
+            mix.share * class_weights_of_rows
+            + (1.0 - mix.share) * (class_weights_of_rows[mix.partner])
+        )
     if label_smoothing > 0:
         targets = optax.smooth_labels(targets, label_smoothing)
     losses = optax.softmax_cross_entropy(logits, targets)
-    example_weights = batch.weights * weights_by_class[batch.labels]
+    example_weights = batch.weights * class_weights_of_rows
     return Metrics(
         loss_sum=(losses * example_weights).sum(),
         correct=((jnp.argmax(logits, -1) == batch.labels) * batch.weights).sum(),
@@ -230,8 +244,11 @@ def train_step(
     weights_by_class: jax.Array,
     label_smoothing: float = 0.0,
     axis_name: str | None = None,
+    augment: str = "",
+    ids: int = 0,
 ) -> tuple[TrainState, Metrics]:
-    """One optimizer step of one ensemble member on ``batch``: loss_sum / count of
+    """One optimizer step of one ensemble member on ``batch``, augmented by ``augment``
+    (``TrainConfig.augment``; ``ids``: the trailing id features): loss_sum / count of
     ``weighted_loss_sums``.
 
     The gradient is taken of the loss sum and divided by the example count afterwards,
@@ -244,18 +261,22 @@ def train_step(
     if axis_name is not None:
         dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
 
+    inputs, lengths, mix = augmented(
+        augment, batch.inputs, batch.lengths, batch.weights, jax.random.fold_in(dropout_key, 1), ids
+    )
+
     def loss_sum_fn(params):
         logits, sown = state.apply_fn(
             {"params": params},
-            batch.inputs,
-            batch.lengths,
+            inputs,
+            lengths,
             train=True,
             row_weights=batch.weights,
             axis_name=axis_name,
             rngs={"dropout": dropout_key},
             mutable=[STATISTICS],
         )
-        metrics = weighted_loss_sums(logits, batch, weights_by_class, label_smoothing)
+        metrics = weighted_loss_sums(logits, batch, weights_by_class, label_smoothing, mix)
         return metrics.loss_sum, (metrics, sown.get(STATISTICS, {}))
 
     grads, (metrics, statistics) = jax.grad(loss_sum_fn, has_aux=True)(state.params)
@@ -283,6 +304,8 @@ def make_ensemble_step(
     weights_by_class: np.ndarray,
     label_smoothing: float,
     shardings: tuple[NamedSharding, NamedSharding] | None = None,
+    augment: str = "",
+    ids: int = 0,
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
     """The compiled step for stacked states: every member, the same batch, its own key.
 
@@ -292,7 +315,7 @@ def make_ensemble_step(
     were summed across devices at every time step of the backward scan, which made two
     CPU devices no faster than one; this way they run side by side.
     """
-    compiled = _compiled_step(label_smoothing, shardings)
+    compiled = _compiled_step(label_smoothing, shardings, augment, ids)
     weights = jnp.asarray(weights_by_class, jnp.float32)
     if shardings is not None:
         weights = place(weights, shardings[1])  # on every device once, not at each step
@@ -305,12 +328,16 @@ def make_ensemble_step(
 
 @functools.lru_cache(maxsize=COMPILED_PER_PROCESS)
 def _compiled_step(
-    label_smoothing: float, shardings: tuple[NamedSharding, NamedSharding] | None
+    label_smoothing: float,
+    shardings: tuple[NamedSharding, NamedSharding] | None,
+    augment: str,
+    ids: int,
 ) -> Callable[..., tuple[TrainState, Metrics]]:
     """``make_ensemble_step``'s jitted ``(states, batch, keys, class weights)``: one per
-    process for each smoothing and device layout, the model being part of the state, so
-    that a second training in one process (the refit, a resumed run) reuses its trace and
-    compiled program (jit keys them by the state's model and shapes)."""
+    process for each smoothing, device layout and augmentation, the model being part of
+    the state, so that a second training in one process (the refit, a resumed run)
+    reuses its trace and compiled program (jit keys them by the state's model and
+    shapes)."""
 
     def step(state, batch, key, weights_by_class):
         return train_step(
@@ -320,6 +347,8 @@ def _compiled_step(
             weights_by_class=weights_by_class,
             label_smoothing=label_smoothing,
             axis_name=None if shardings is None else shardings[0].spec[0],
+            augment=augment,
+            ids=ids,
         )
 
     members = jax.vmap(step, in_axes=(0, None, 0, None))
@@ -820,7 +849,9 @@ def fit(
     state = create_train_state(model, config, config.epochs * steps_per_epoch)
     weights = class_weights(train.labels, model.num_classes, config.class_weight)
     shardings = batch_sharding(devices)
-    step_fn = make_ensemble_step(weights, config.label_smoothing, shardings)
+    step_fn = make_ensemble_step(
+        weights, config.label_smoothing, shardings, config.augment, len(model.embeddings)
+    )
     proba_fn = make_proba_fn(model)
     keys = member_keys(config.seed, config.ensemble)
     shuffle = np.random.default_rng(config.seed)

@@ -365,6 +365,8 @@ OPTION_CASES: list[tuple[list[str], str]] = [
     (["--pool", "mean,mean"], "each method at most once"),
     (["--normalize", "minmax"], "--normalize 'minmax'"),
     (["--class-weight", "auto"], "--class-weight 'auto'"),
+    (["--augment", "warp"], "--augment 'warp'"),
+    (["--augment", "crop:1.5"], "--augment 'crop:1.5'"),
     (["--config", "/nonexistent/train.toml"], "--config /nonexistent/train.toml: cannot read"),
 ]
 

@@ -171,6 +171,11 @@ def _write(path: Path, text: str) -> Path:
         ("id,e,label\n1,x,a\n", ["--categorical", "id"], "--categorical 'id': is the id"),
         ("id,e,label\n1,x,a\n", ["--token-split", "word"], "--token-split 'word'"),
         ("id,e,label\n1,x,a\n", ["--max-vocab", "0"], "--max-vocab 0"),
+        (
+            "read,label\n" + "ACGT,a\nTTAC,b\n" * 10,
+            ["--tokens", "read", "--augment", "mixup"],
+            "--augment mixup: not with --categorical or --tokens",
+        ),
     ],
     ids=[
         "empty-tokens",
@@ -182,6 +187,7 @@ def _write(path: Path, text: str) -> Path:
         "categorical-reserved",
         "bad-split",
         "no-vocab",
+        "mixup-of-ids",
     ],
 )
 def test_bad_token_input_is_one_line_and_exit_2(tmp_path, text, flags, message):

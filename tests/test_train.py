@@ -95,7 +95,7 @@ def test_one_compiled_step_serves_every_length_and_rate_of_training():
     from rnnfc_cli.train import _compiled_step
 
     model = build_model(ModelConfig(2, 2, hidden=7, dense=(3,)))  # compiled by no other test
-    compiled = _compiled_step(0.0, None)  # what every step without smoothing runs
+    compiled = _compiled_step(0.0, None, "", 0)  # what every step without smoothing runs
     before = compiled._cache_size()
     batch, keys = _batch(_arrays(8)), member_keys(0, 1)
     for config, total in [(TrainConfig(), 10), (TrainConfig(lr=0.1, weight_decay=0.5), 5000)]:
