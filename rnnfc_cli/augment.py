@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnfc_cli.config import parse_augment
+from rnnfc_cli.models import valid_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,10 +31,6 @@ class Mix:
 
     partner: jax.Array  # int32[batch]
     share: jax.Array  # float32[batch]
-
-
-def _valid(lengths: jax.Array, steps: int) -> jax.Array:
-    return jnp.arange(steps)[None, :] < lengths[:, None]
 
 
 def jitter(inputs: jax.Array, key: jax.Array, sigma: float, numeric: int) -> jax.Array:
@@ -87,7 +84,7 @@ def augmented(
     if not spec:
         return inputs, lengths, None
     numeric = inputs.shape[-1] - ids
-    inputs = jnp.where(_valid(lengths, inputs.shape[1])[..., None], inputs, 0.0)
+    inputs = jnp.where(valid_mask(lengths, inputs.shape[1])[..., None], inputs, 0.0)
     mix = None
     parts = parse_augment(spec)
     for (name, strength), part_key in zip(parts, jax.random.split(key, len(parts)), strict=True):
@@ -100,5 +97,5 @@ def augmented(
         else:
             inputs, lengths, mix = mixup(inputs, lengths, weights, part_key, strength)
         # Noise must not land on padded steps a later crop or mix would read as valid.
-        inputs = jnp.where(_valid(lengths, inputs.shape[1])[..., None], inputs, 0.0)
+        inputs = jnp.where(valid_mask(lengths, inputs.shape[1])[..., None], inputs, 0.0)
     return inputs, lengths, mix
