@@ -62,7 +62,8 @@ class TrainRequest:
       read: how to read the input files.
       val: a validation file; when None, ``train.val_split`` of the data is held out.
       force: replace an existing model directory.
-      normalize: "auto", "feature", "sequence" or "none" (see ``preprocessing.fit``).
+      normalize: "auto", "feature", "sequence", "sequence+scale" or "none" (see
+        ``preprocessing.Preprocessing``).
       extra_files: more files for the model directory (name -> content), written with
         the rest before it is moved into place.
       resume: continue the interrupted run of ``model_dir`` (same data and settings).
@@ -488,7 +489,8 @@ def _open_model(model_dir: Path):
     def attribute(inputs, lengths: np.ndarray, targets: np.ndarray) -> list[np.ndarray]:
         from rnnfc_cli import attribution
 
-        return attribution.attributions(model, params, inputs, lengths, targets)
+        found = attribution.attributions(model, params, inputs, lengths, targets)
+        return [preprocessing.per_feature(files.preprocessing, a) for a in found]
 
     return files, proba, attribute
 

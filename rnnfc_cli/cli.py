@@ -313,7 +313,8 @@ def train(
         _data_opt(
             "--normalize",
             help=f"Input scaling: {'|'.join(NORMALIZATIONS)} (per feature, or per sequence; "
-            "auto: per sequence when amplitudes span over 100x across sequences).",
+            "+scale also gives the model each sequence's log scale; auto: sequence+scale "
+            "when amplitudes span over 100x across sequences).",
         ),
     ] = _RUN.normalize,
     cell: Annotated[
@@ -387,6 +388,15 @@ def train(
             "('auto': from the training lengths).",
         ),
     ] = _RUN.downsample,
+    block_pool: Annotated[
+        int,
+        _model_opt(
+            "--block-pool",
+            help="Take N of --downsample's K between conv blocks: max-pool by N after each "
+            "block but the last while N divides what is left (the rest after the last); "
+            "1 keeps every block at full resolution.",
+        ),
+    ] = _RUN.block_pool,
     skip: Annotated[
         bool,
         _model_opt(

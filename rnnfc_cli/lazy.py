@@ -30,7 +30,8 @@ class LazyInputs:
       lengths: valid steps of each held row; steps past it read as 0.
       steps: the padded length of this view (at most ``T``).
       transform: applied to each read block (float64, zeros on padding) with its lengths;
-        it returns what the view yields (e.g. scaled float32).
+        it returns what the view yields (e.g. scaled float32),
+      transformed: that many features per step (None: as many as it reads).
       features: the columns of ``raw``'s last axis to yield, in order (None: all).
       extra: features yielded after those, held in memory: [len(rows), steps, k], row i
         the view's row i (a model's token ids beside the scaled numbers of its file).
@@ -41,6 +42,7 @@ class LazyInputs:
     lengths: np.ndarray
     steps: int
     transform: Transform | None = None
+    transformed: int | None = None
     features: np.ndarray | None = None
     extra: np.ndarray | None = None
 
@@ -53,6 +55,8 @@ class LazyInputs:
         features = self.raw.shape[2] if self.raw.ndim == 3 else 1
         if self.features is not None:
             features = len(self.features)
+        if self.transformed is not None:
+            features = self.transformed
         if self.extra is not None:
             features += self.extra.shape[2]
         return (len(self.rows), self.steps, features)
@@ -77,8 +81,8 @@ class LazyInputs:
             self, rows=self.rows[index], lengths=lengths, steps=steps, extra=extra
         )
 
-    def with_transform(self, transform: Transform) -> LazyInputs:
-        return dataclasses.replace(self, transform=transform)
+    def with_transform(self, transform: Transform, transformed: int | None = None) -> LazyInputs:
+        return dataclasses.replace(self, transform=transform, transformed=transformed)
 
     def with_extra(self, extra: np.ndarray) -> LazyInputs:
         """The same view yielding ``extra`` ([len(rows), steps, k]) after its features."""

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnnfc_cli.config import ModelConfig, parse_conv
+from rnnfc_cli.config import ModelConfig, front_end_pools, parse_conv
 
 
 def valid_mask(lengths: jax.Array, steps: int) -> jax.Array:
@@ -369,6 +369,7 @@ class SequenceClassifier(nn.Module):
     downsample: int
     skip: bool
     branch_dropout: float
+    block_pool: int = 1
     embeddings: Sequence[tuple[int, int]] = ()
 
     def setup(self):
@@ -488,18 +489,25 @@ class SequenceClassifier(nn.Module):
         return jnp.concatenate([inputs[..., :numeric], *vectors], axis=-1)
 
     def _front_end(self, x, lengths, train, row_weights, axis_name):
-        """Conv blocks (conv, masked batch norm, ReLU) over the valid steps; returns the
-        features for the recurrent layers (max-pooled by ``downsample``), the skip path's
-        [average of the features over valid steps] (or []) and the pooled lengths."""
-        valid = valid_mask(lengths, x.shape[1])
-        counted = valid if row_weights is None else valid & (row_weights > 0)[:, None]
-        for convolution, norm in zip(self.convolutions, self.conv_norms, strict=True):
+        """Conv blocks (conv, masked batch norm, ReLU) over the valid steps, max-pooled
+        in stages (``front_end_pools``); returns the features for the recurrent layers
+        (pooled by ``downsample`` in all), the skip path's [average of the last block's
+        features over valid steps] (or []) and the pooled lengths."""
+        pools = front_end_pools(self.downsample, self.block_pool, len(self.convolutions))
+        last = len(pools) - 1
+        joined = []
+        for i, (convolution, norm) in enumerate(
+            zip(self.convolutions, self.conv_norms, strict=True)
+        ):
+            valid = valid_mask(lengths, x.shape[1])
+            counted = valid if row_weights is None else valid & (row_weights > 0)[:, None]
             x = convolution(jnp.where(valid[..., None], x, 0.0)).astype(jnp.float32)
             x = nn.relu(norm(x, counted, train=train, axis_name=axis_name))
-        x = jnp.where(valid[..., None], x, 0.0)
-        joined = [pool_states(x[:, -1], x, valid, "mean", None)] if self.skip else []
-        if self.downsample > 1:
-            x, lengths = max_pool_steps(x, lengths, self.downsample)
+            x = jnp.where(valid[..., None], x, 0.0)
+            if i == last and self.skip:
+                joined.append(pool_states(x[:, -1], x, valid, "mean", None))
+            if pools[i] > 1:
+                x, lengths = max_pool_steps(x, lengths, pools[i])
         return x, joined, lengths
 
     def _head(self, h: jax.Array, train: bool) -> jax.Array:

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto
 
-from rnnfc_cli.config import ModelConfig, parse_conv
-from rnnfc_cli.preprocessing import Preprocessing
+from rnnfc_cli.config import ModelConfig, front_end_pools, parse_conv
+from rnnfc_cli.preprocessing import LOG_SCALE_CLIP, Preprocessing
 
 # 17: LayerNormalization; ReduceSum takes its axes as an input, ReduceMax as an attribute.
 OPSET = 17
@@ -133,7 +133,7 @@ def _dense(g: _Graph, x: str, layer: dict[str, np.ndarray]) -> str:
 def _scale(g: _Graph, seqs: _Sequences, x: str, prep: Preprocessing) -> str:
     """``preprocessing.scale_block`` of [batch, time, features]: zero at padded steps
     whatever they held (NaN too: ``Where``, not a product, drops them)."""
-    if prep.normalize == "sequence":
+    if prep.normalize in ("sequence", "sequence+scale"):
         x = seqs.masked(x, "btf")
         count = g.op("Unsqueeze", seqs.count, g.axes(2))  # lengths >= 1: the count itself
         mean = g.op("Div", g.op("ReduceSum", x, g.axes(1), keepdims=1), count)
@@ -141,6 +141,12 @@ def _scale(g: _Graph, seqs: _Sequences, x: str, prep: Preprocessing) -> str:
         squares = g.op("ReduceSum", g.op("Mul", centred, centred), g.axes(1), keepdims=1)
         std = g.op("Max", g.op("Sqrt", g.op("Div", squares, count)), g.const(_MIN_STD))
         scaled = g.op("Div", centred, std)
+        if prep.log_scale_mean:  # [batch, 1, features], then one per step
+            level = g.op("Sub", g.op("Log", std), g.const(prep.log_scale_mean))
+            level = g.op("Div", level, g.const(prep.log_scale_std))
+            bounds = g.const(-LOG_SCALE_CLIP), g.const(LOG_SCALE_CLIP)
+            level = g.op("Expand", g.op("Clip", level, *bounds), g.op("Shape", scaled))
+            scaled = g.op("Concat", scaled, level, axis=2)
     else:
         mean, std = g.const(prep.feature_mean), g.const(prep.feature_std)
         scaled = g.op("Div", g.op("Sub", x, mean), std)
@@ -159,11 +165,13 @@ def _front_end(
     provider blocks the channels of 2-D convolutions for its vector units (NCHWc), which
     halved their time against the 1-D form on the default model (97 -> 46 ms at batch
     1024, reordering included 195 -> 168 ms in all)."""
-    mask = seqs.mask("bct")
     x = g.op("Unsqueeze", g.op("Transpose", x, perm=[0, 2, 1]), g.axes(2))
-    for i, (_, kernel) in enumerate(parse_conv(config.conv)):
+    blocks = parse_conv(config.conv)
+    pools = front_end_pools(config.downsample, config.block_pool, len(blocks))
+    joined = []
+    for i, (_, kernel) in enumerate(blocks):
         if i:  # the padded steps of the previous block's output back to zero
-            x = g.op("Mul", x, mask)
+            x = g.op("Mul", x, seqs.mask("bct"))
         # The batch normalisation's scale and shift folded into the convolution.
         norm = params[f"conv_norm_{i}"]
         factor = norm["scale"] / np.sqrt(norm["var"] + _BATCH_NORM_EPSILON)
@@ -175,20 +183,17 @@ def _front_end(
             "Conv", x, g.const(weights), g.const(shift), kernel_shape=[1, kernel],
             pads=[0, low, 0, kernel - 1 - low],
         )  # fmt: skip
-        x = g.op("Relu", x)
-    x = g.op("Mul", x, mask)
-    joined = []
-    if config.skip:
-        total = g.op("ReduceSum", x, g.axes(2, 3), keepdims=0)
-        joined.append(g.op("Div", total, seqs.count))
-    lengths = seqs.lengths
-    if config.downsample > 1:
-        # Features are >= 0 and zero past each end, so a window cut short by the end
-        # (ceil_mode) has the maximum that models.max_pool_steps' zero padding gives.
-        size = config.downsample
-        x = g.op("MaxPool", x, kernel_shape=[1, size], strides=[1, size], ceil_mode=1)
-        lengths = _divide_up(g, lengths, size)
-    return g.op("Squeeze", x, g.axes(2)), joined, lengths
+        x = g.op("Mul", g.op("Relu", x), seqs.mask("bct"))
+        if i == len(blocks) - 1 and config.skip:
+            total = g.op("ReduceSum", x, g.axes(2, 3), keepdims=0)
+            joined.append(g.op("Div", total, seqs.count))
+        if pools[i] > 1:
+            # Features are >= 0 and zero past each end, so a window cut short by the end
+            # (ceil_mode) has the maximum that models.max_pool_steps' zero padding gives.
+            size = pools[i]
+            x = g.op("MaxPool", x, kernel_shape=[1, size], strides=[1, size], ceil_mode=1)
+            seqs = _Sequences(g, _divide_up(g, seqs.lengths, size), x, time_axis=3)
+    return g.op("Squeeze", x, g.axes(2)), joined, seqs.lengths
 
 
 def _patch(g: _Graph, x: str, size: int, features: int) -> str:

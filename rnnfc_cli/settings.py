@@ -20,6 +20,7 @@ import dataclasses
 from typing import Any, Self
 
 from rnnfc_cli.config import (
+    DEFAULT_BLOCK_POOL,
     MAX_VOCAB,
     MIN_COUNT,
     NORMALIZATIONS,
@@ -161,6 +162,7 @@ class RunSettings:
     patch: str = "auto"
     conv: str = "auto"
     downsample: str = "auto"
+    block_pool: int = DEFAULT_BLOCK_POOL
     skip: bool = _MODEL.skip
     branch_dropout: float = _MODEL.branch_dropout
     precision: str = _MODEL.precision
@@ -258,6 +260,7 @@ class RunSettings:
             "precision": self.precision,
             "conv": normal_conv(self.conv),
             "downsample": parse_auto("--downsample", self.downsample, MOST_STEPS),
+            "block_pool": self.block_pool,
             "skip": self.skip,
             "branch_dropout": self.branch_dropout,
         }

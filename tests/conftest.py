@@ -131,7 +131,7 @@ def save_random_model(model_dir, train_data, options, normalize, members) -> Non
 
     sequences = readers.read_sequences(train_data, readers.ReadOptions())
     prep = preprocessing.fit(sequences, normalize)
-    config = ModelConfig(sequences.num_features, len(prep.labels), dropout=0.0, **options)
+    config = ModelConfig(prep.model_features, len(prep.labels), dropout=0.0, **options)
     params = init_params(build_model(config), member_keys(0, members))
     rng = np.random.default_rng(1)
 

@@ -57,15 +57,21 @@ def _front_end(model: dict, params: dict, x: np.ndarray):
     blocks = [] if model.get("conv", "") in ("", "none") else model["conv"].split(",")
     if not blocks:
         return x, []
+    left, block_pool = model["downsample"], model.get("block_pool", 1)
     for i in range(len(blocks)):
         norm = params[f"conv_norm_{i}"]
         x = _convolve(x, params[f"conv_{i}"]["kernel"])
         x = (x - norm["mean"]) / np.sqrt(norm["var"] + _BATCH_NORM_EPS)
         x = np.maximum(x * norm["scale"] + norm["bias"], 0.0)
-    joined = [x.mean(axis=0)] if model["skip"] else []
-    size = model["downsample"]
-    if size > 1:
-        x = np.stack([x[start : start + size].max(axis=0) for start in range(0, len(x), size)])
+        if i < len(blocks) - 1 and left % block_pool == 0:
+            size, left = block_pool, left // block_pool  # pooled between blocks
+        elif i == len(blocks) - 1:
+            joined = [x.mean(axis=0)] if model["skip"] else []
+            size = left  # the rest of the downsampling
+        else:
+            size = 1
+        if size > 1:
+            x = np.stack([x[t : t + size].max(axis=0) for t in range(0, len(x), size)])
     return x, joined
 
 
@@ -109,9 +115,14 @@ def _run_cell(cell: str, weights: dict, x: np.ndarray, hidden: int):
 
 def _scale(prep: dict, x: np.ndarray) -> np.ndarray:
     """One sequence's valid steps, float[steps, features], scaled as the model was trained."""
-    if prep["normalize"] == "sequence":
+    if prep["normalize"] in ("sequence", "sequence+scale"):
         centred = x - x.mean(axis=0)
-        return centred / np.maximum(np.sqrt((centred**2).mean(axis=0)), _MIN_STD)
+        std = np.maximum(np.sqrt((centred**2).mean(axis=0)), _MIN_STD)
+        if prep["normalize"] == "sequence":
+            return centred / std
+        level = (np.log(std) - np.array(prep["log_scale_mean"])) / np.array(prep["log_scale_std"])
+        level = np.clip(level, -5.0, 5.0)
+        return np.concatenate([centred / std, np.tile(level, (len(x), 1))], axis=1)
     if prep["normalize"] == "feature":
         return (x - np.array(prep["feature_mean"])) / np.array(prep["feature_std"])
     return x

@@ -33,14 +33,14 @@ def _test_inputs(seed: int, n: int, features: int) -> tuple[np.ndarray, np.ndarr
 @pytest.mark.parametrize(
     ("options", "normalize", "members"),
     [
-        ({"hidden": 6, "dense": (5,), "conv": "4:3", "downsample": 2}, "sequence", 2),
+        ({"hidden": 6, "dense": (5,), "conv": "4:3", "downsample": 2}, "sequence+scale", 2),
         (
             {"hidden": 5, "dense": (4,), "cell": "gru", "pool": "mean,attention", "patch": 3},
             "feature",
             1,
         ),
     ],
-    ids=["conv-bilstm-ensemble-per-sequence", "gru-patched-per-feature"],
+    ids=["conv-bilstm-ensemble-per-sequence-with-scale", "gru-patched-per-feature"],
 )
 def test_the_artifact_gives_predicts_probabilities(tmp_path, options, normalize, members):
     sequences, labels = make_sequences(20, seed=4, features=3)
@@ -159,7 +159,11 @@ def _onnx_proba(artifact: Path, inputs: np.ndarray, lengths: np.ndarray) -> np.n
 @pytest.mark.parametrize(
     ("options", "normalize", "members"),
     [
-        ({"hidden": 6, "dense": (5,), "conv": "4:8,3:3", "downsample": 3}, "sequence", 2),
+        (
+            {"hidden": 6, "dense": (5,), "conv": "4:8,3:3", "downsample": 6, "block_pool": 2},
+            "sequence+scale",
+            2,
+        ),
         ({"cell": "gru", "pool": "mean,attention", "patch": 3}, "feature", 1),
         ({"cell": "rnn", "pool": "max,last", "layers": 2, "layer_norm": True}, "sequence", 1),
         ({"bidirectional": False, "pool": "last", "patch": 2, "conv": "3:4"}, "feature", 3),
@@ -167,7 +171,7 @@ def _onnx_proba(artifact: Path, inputs: np.ndarray, lengths: np.ndarray) -> np.n
         ({"layers": 0, "conv": "5:3", "dense": ()}, "sequence", 2),
     ],
     ids=[
-        "conv-bilstm-ensemble-per-sequence",
+        "conv-bilstm-ensemble-per-sequence-with-scale",
         "bigru-patched-attention",
         "rnn-two-layers-layer-norm",
         "lstm-one-way-patched-conv-ensemble",

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from rnnfc_cli.config import CELLS, POOLS, PRECISIONS, ModelConfig, TrainConfig
+from rnnfc_cli.config import CELLS, POOLS, PRECISIONS, ModelConfig, TrainConfig, front_end_pools
 from rnnfc_cli.models import STATISTICS, RecurrentLayer, build_model, patch_steps, reverse_valid
 from rnnfc_cli.train import (
     Batch,
@@ -49,9 +53,12 @@ COMBINATIONS = [
         layer_norm=False,
         patch=1,
     ),
-    # The conv front end: downsampled with the skip path, patched without it, and alone
-    # (stacked blocks: here without recurrent layers, and in tests/test_reference.py).
-    dict(cell="gru", pool="last,max", bidirectional=True, conv="6:4", downsample=2),
+    # The conv front end: downsampled with the skip path (in stages: by 2 between the
+    # blocks, 3 after), patched without it, and alone (stacked blocks: here without
+    # recurrent layers, and in tests/test_reference.py).
+    dict(
+        cell="gru", pool="last,max", bidirectional=True, conv="6:4,3:3", downsample=6, block_pool=2
+    ),
     dict(cell="rnn", pool="mean", patch=2, conv="4:3", downsample=1, skip=False),
     dict(cell="lstm", layers=0, conv="5:2,4:3", downsample=4),
 ]
@@ -86,7 +93,11 @@ def test_batch_statistics_count_valid_steps_of_real_rows_only():
     """In training, the conv front end normalises with statistics of the batch's valid
     steps: what padding holds, how long it is, and padding rows (weight 0) change
     neither the logits of the real rows nor the running statistics it sows."""
-    model = build_model(ModelConfig(2, 3, layers=0, dense=(), dropout=0.0, conv="3:1,4:3"))
+    # Pooled by 2 between the blocks: the second counts the pooled valid steps.
+    config = ModelConfig(
+        2, 3, layers=0, dense=(), dropout=0.0, conv="3:1,4:3", downsample=2, block_pool=2
+    )
+    model = build_model(config)
     inputs, lengths = _inputs(steps=9)
     params = jax.tree.map(lambda p: p[0], init_params(model, member_keys(0, 1)))
 
@@ -191,6 +202,22 @@ def test_reverse_valid_reverses_only_the_valid_part_and_is_an_involution():
     out = reverse_valid(x, lengths)
     np.testing.assert_array_equal(out, [[3, 2, 1, 0, 4, 5], [11, 10, 9, 8, 7, 6]])
     np.testing.assert_array_equal(reverse_valid(out, lengths), x)
+
+
+@given(
+    downsample=st.integers(1, 64),
+    block_pool=st.integers(1, 8),
+    blocks=st.integers(1, 4),
+    length=st.integers(1, 300),
+)
+def test_pooling_in_stages_pools_by_downsample_in_all(downsample, block_pool, blocks, length):
+    pools = front_end_pools(downsample, block_pool, blocks)
+    assert len(pools) == blocks and math.prod(pools) == downsample
+    assert all(pool in (1, block_pool) for pool in pools[:-1])
+    staged = length
+    for pool in pools:  # each stage rounds up, as max_pool_steps does
+        staged = -(-staged // pool)
+    assert staged == -(-length // downsample)  # the recurrent steps of pooling at once
 
 
 def test_patch_steps_folds_runs_and_zeroes_padding():

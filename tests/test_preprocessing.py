@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -111,7 +112,60 @@ def test_sequence_normalisation_scales_each_sequence_by_itself():
     np.testing.assert_array_equal(none[1, :, 0], [100.0, 300.0, 200.0])
 
 
-@pytest.mark.parametrize(("spread", "expected"), [(30.0, "feature"), (1000.0, "sequence")])
+def test_sequence_scale_keeps_each_sequences_log_scale_as_one_more_input():
+    rng = np.random.default_rng(0)
+    shape = rng.normal(size=(6, 2))
+    amplitudes = np.array([[1.0, 2.0], [10.0, 2.0], [100.0, 3.0], [1000.0, 5.0]])
+    inputs = np.zeros((5, 8, 2))
+    inputs[:4, :6] = shape[None] * amplitudes[:, None, :] + 7.0  # same shape, four sizes
+    inputs[4, :3] = 4.0  # constant: its std is 0
+    lengths = [6, 6, 6, 6, 3]
+    data = _data(inputs, lengths, ["a", "b", "a", "b", "a"])
+    prep = preprocessing.fit(data, "sequence+scale")
+    assert prep.model_features == 4  # two z-normalised features, then their two scales
+    out = preprocessing.transform_inputs(prep, data)
+    assert out.shape == (5, 8, 4)
+    # The z-normalised part is "sequence"'s: one shape, whatever its size.
+    plain = preprocessing.transform_inputs(preprocessing.fit(data, "sequence"), data)
+    np.testing.assert_array_equal(out[:, :, :2], plain)
+    np.testing.assert_allclose(
+        out[1:4, :6, :2], np.broadcast_to(out[0, :6, :2], (3, 6, 2)), atol=1e-5
+    )
+    # The scale inputs: the log std standardised over the training sequences that move,
+    # constant over valid steps, zero on padding, clipped for the constant sequence.
+    logs = np.log(shape.std(axis=0)[None] * amplitudes)
+    expected = (logs - logs.mean(axis=0)) / logs.std(axis=0)
+    np.testing.assert_allclose(prep.log_scale_mean, logs.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(out[:4, :6, 2:], np.repeat(expected[:, None], 6, axis=1), atol=1e-5)
+    assert np.all(out[:, 6:, :] == 0) and np.all(out[4, 3:] == 0)
+    np.testing.assert_array_equal(out[4, :3, 2:], -preprocessing.LOG_SCALE_CLIP)
+    # Saved and read back, the model directory's preprocessing scales the same way.
+    again = preprocessing.Preprocessing.from_dict(json.loads(json.dumps(prep.to_dict())))
+    np.testing.assert_array_equal(preprocessing.transform_inputs(again, data), out)
+
+
+def test_values_per_scale_input_are_added_to_their_features():
+    prep = preprocessing.Preprocessing(
+        ("a", "b"),
+        "str",
+        (0.0, 0.0),
+        (1.0, 1.0),
+        None,
+        "npz",
+        "sequence+scale",
+        log_scale_mean=(0.0, 0.0),
+        log_scale_std=(1.0, 1.0),
+        categorical=("event",),
+    )
+    values = np.arange(2 * 3 * 5, dtype=float).reshape(2, 3, 5)  # 2 numbers, 2 scales, 1 id
+    folded = preprocessing.per_feature(prep, values)
+    np.testing.assert_array_equal(folded[..., 0], values[..., 0] + values[..., 2])
+    np.testing.assert_array_equal(folded[..., 1], values[..., 1] + values[..., 3])
+    np.testing.assert_array_equal(folded[..., 2], values[..., 4])
+    assert folded.sum() == values.sum()  # attributions still add up
+
+
+@pytest.mark.parametrize(("spread", "expected"), [(30.0, "feature"), (1000.0, "sequence+scale")])
 def test_auto_normalisation_scales_per_sequence_only_when_amplitudes_span_decades(spread, expected):
     rng = np.random.default_rng(0)
     lengths = rng.integers(5, 40, size=60)
@@ -125,7 +179,7 @@ def test_auto_normalisation_scales_per_sequence_only_when_amplitudes_span_decade
     # read in blocks of three sequences (data kept on disk), the choice is the same.
     stds = inputs[:, :, 1].std(axis=1, where=steps[:, :, 0])
     low, high = np.percentile(stds, [10, 90])
-    assert (high > preprocessing.SEQUENCE_SCALE_SPREAD * low) == (expected == "sequence")
+    assert (high > preprocessing.SEQUENCE_SCALE_SPREAD * low) == (expected != "feature")
     assert prep.normalize == expected
     assert preprocessing.choose_normalization(_data(inputs, lengths, labels), rows=3) == expected
 

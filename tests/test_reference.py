@@ -33,8 +33,9 @@ CASES = {
     ),
     "conv-downsample-skip-bigru": (
         {"cell": "gru", "hidden": 5, "layers": 1, "bidirectional": True},
-        {"pool": "last,max", "patch": 1, "dense": (8,), "conv": "6:4,5:3", "downsample": 3},
-        "sequence",
+        # pooled by 2 between the blocks and by 3 after them
+        {"pool": "last,max", "dense": (8,), "conv": "6:4,5:3", "downsample": 6, "block_pool": 2},
+        "sequence+scale",
         1,
     ),
     "conv-no-skip-patch2-lstm": (
@@ -45,7 +46,7 @@ CASES = {
     ),
     "conv-only-ensemble": (
         {"cell": "lstm", "hidden": 4, "layers": 0, "bidirectional": True},
-        {"pool": "last", "patch": 1, "dense": (6,), "conv": "6:5,4:1", "downsample": 2},
+        {"pool": "last", "dense": (6,), "conv": "6:5,4:1", "downsample": 2, "block_pool": 2},
         "feature",
         2,
     ),
