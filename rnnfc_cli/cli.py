@@ -389,12 +389,13 @@ def train(
         ),
     ] = _RUN.downsample,
     block_pool: Annotated[
-        int,
+        str,
         _model_opt(
             "--block-pool",
             help="Take N of --downsample's K between conv blocks: max-pool by N after each "
             "block but the last while N divides what is left (the rest after the last); "
-            "1 keeps every block at full resolution.",
+            "1 keeps every block at full resolution; auto: 2 when a training sequence is "
+            "over 1024 steps, else 1.",
         ),
     ] = _RUN.block_pool,
     skip: Annotated[

@@ -34,11 +34,6 @@ DEFAULT_CONV = "64:8,128:5,64:3"
 # of trigrams. The three wide blocks of numbers overfitted token data (benchmarks/tokens.py
 # at seed 0: counting 0.79 against 0.98, an order task 0.87 against 0.998).
 TOKEN_CONV = "64:3"
-# ``--block-pool``'s default for new models (``ModelConfig.block_pool``'s own, 1, is what
-# models saved before it existed have): the conv features halved in time after each block
-# but the last. At seed 0, ACSF1 (1,460 steps) 0.880 -> 0.920 in 134 s instead of 314 s;
-# PLAID 0.901 -> 0.886 in 204 s instead of 709 s (both with --normalize sequence+scale).
-DEFAULT_BLOCK_POOL = 2
 
 
 # How a --tokens cell splits into tokens: on whitespace, or into characters.
@@ -305,7 +300,7 @@ class ModelConfig(_Serializable):
                     "1 to 1024 steps"
                 )
         check_range("--downsample", self.downsample, 0, 1024)
-        check_range("--block-pool", self.block_pool, 1, 1024)
+        check_range("--block-pool", self.block_pool, 0, 1024)
         check_range("--branch-dropout", self.branch_dropout, 0.0, 1.0, closed=False)
         if not self.layers and not (blocks and self.skip):
             raise BadInputError("--layers 0: needs a conv front end (--conv) and its skip path")

@@ -20,7 +20,6 @@ import dataclasses
 from typing import Any, Self
 
 from rnnfc_cli.config import (
-    DEFAULT_BLOCK_POOL,
     MAX_VOCAB,
     MIN_COUNT,
     NORMALIZATIONS,
@@ -42,8 +41,8 @@ MOST_EPOCHS = 10**6
 
 
 def parse_auto(option: str, text: str, most: int, what: str = "a number of steps") -> int:
-    """``--patch``/``--downsample``/``--epochs``: a number from 1 to ``most``, or "auto"
-    (0)."""
+    """``--patch``/``--downsample``/``--block-pool``/``--epochs``: a number from 1 to
+    ``most``, or "auto" (0)."""
     text = str(text)
     if text == "auto":
         return 0
@@ -162,7 +161,7 @@ class RunSettings:
     patch: str = "auto"
     conv: str = "auto"
     downsample: str = "auto"
-    block_pool: int = DEFAULT_BLOCK_POOL
+    block_pool: str = "auto"
     skip: bool = _MODEL.skip
     branch_dropout: float = _MODEL.branch_dropout
     precision: str = _MODEL.precision
@@ -246,7 +245,7 @@ class RunSettings:
 
     def model_options(self) -> dict[str, Any]:
         """``ModelConfig`` fields but the two the data decides; ``patch`` and
-        ``downsample`` 0 when chosen from the data ("auto")."""
+        ``downsample`` and ``block_pool`` 0 when chosen from the data ("auto")."""
         return {
             "cell": self.cell,
             "hidden": self.hidden,
@@ -260,7 +259,7 @@ class RunSettings:
             "precision": self.precision,
             "conv": normal_conv(self.conv),
             "downsample": parse_auto("--downsample", self.downsample, MOST_STEPS),
-            "block_pool": self.block_pool,
+            "block_pool": parse_auto("--block-pool", self.block_pool, MOST_STEPS, "a factor"),
             "skip": self.skip,
             "branch_dropout": self.branch_dropout,
         }

@@ -346,6 +346,7 @@ OPTION_CASES: list[tuple[list[str], str]] = [
     (["--conv", "64:x"], "--conv"),
     (["--conv", "0:3"], "--conv"),
     (["--downsample", "0"], "--downsample"),
+    (["--block-pool", "0"], "--block-pool"),
     (["--refit", "sometimes"], "--refit"),
     (["--branch-dropout", "1"], "--branch-dropout"),
     (["--dropout", "1.5"], "--dropout 1.5"),

@@ -199,3 +199,10 @@ def test_auto_patch_keeps_the_recurrence_short():
     assert auto_patch(np.array([150] * 3)) == 8
     assert auto_patch(np.array([1460])) == 16
     assert all(np.median(n) / auto_patch(np.array([n])) <= 32 for n in (10, 100, 500))
+
+
+def test_auto_block_pool_pools_between_blocks_only_for_long_series():
+    from rnnfc_cli.api import LONG_SERIES_STEPS, auto_block_pool
+
+    assert auto_block_pool(np.array([400, 500, LONG_SERIES_STEPS])) == 1
+    assert auto_block_pool(np.array([100, 300, LONG_SERIES_STEPS + 1])) == 2  # one is enough

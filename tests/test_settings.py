@@ -57,9 +57,9 @@ def test_the_defaults_are_valid_and_become_the_configs_defaults():
     defaults = ModelConfig(num_features=1, num_classes=2)
     names = [field.name for field in dataclasses.fields(model)]
     changed = {name for name in names if getattr(model, name) != getattr(defaults, name)}
-    # A new model gets the conv front end and its pooling between blocks (saved models
-    # without the fields have neither), and patch and downsample are chosen from the data
-    # (0 until then).
+    # A new model gets the conv front end (saved models without the field have none),
+    # and patch, downsample and the pooling between blocks are chosen from the data (0
+    # until then).
     assert changed == {"conv", "block_pool", "patch", "downsample"}
     assert settings.train_config() == TrainConfig()
 
