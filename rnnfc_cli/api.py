@@ -35,6 +35,7 @@ from rnnfc_cli.config import (
     TrainConfig,
     check_choice,
     embedding_size,
+    parse_conv,
     parse_platforms,
     resolve_conv,
 )
@@ -198,7 +199,8 @@ def train_model(request: TrainRequest, callbacks: Callback | None = None) -> dic
     if not options.get("downsample"):
         options["downsample"] = auto_downsample(train_data.lengths) if options.get("conv") else 1
     if not options.get("block_pool"):
-        options["block_pool"] = auto_block_pool(train_data.lengths)
+        stacked = len(parse_conv(options["conv"])) > 1  # else nothing to pool between
+        options["block_pool"] = auto_block_pool(train_data.lengths) if stacked else 1
     if not options.get("patch"):
         # With a front end, the convolutions see every step and downsampling shortens the
         # recurrence; without one, patches do both.
@@ -389,10 +391,11 @@ def auto_downsample(lengths: np.ndarray) -> int:
 # ``--block-pool auto`` pools between the conv blocks only for data with sequences longer
 # than this: there the front end at full resolution is what makes training slow (PLAID,
 # up to 1,344 steps: 0.19 s a step; 0.10 s pooled between blocks) and it did not lose
-# accuracy at seed 0 (ACSF1, 1,460 steps: 0.880 -> 0.920; PLAID 0.901 -> 0.886 with
-# --normalize sequence+scale). Up to it, the blocks keep full resolution: on the order
-# tasks (300-500 steps) pooling between them stopped training early on a worse model
-# (order_pulses 0.999 -> 0.88-0.96, order_channels 0.978 -> 0.47-0.64 over three seeds).
+# ACSF1 (1,460 steps) 0.877 -> 0.917 over three seeds in half the time; PLAID, with
+# --normalize sequence+scale, 0.890 in 203 s (at seed 0 at full resolution: 0.901 in
+# 709 s). Up to it, the blocks keep full resolution: on the order tasks (300-500 steps)
+# pooling between them stopped training early on a worse model (order_pulses 0.999 ->
+# 0.88-0.96, order_channels 0.978 -> 0.47-0.64).
 LONG_SERIES_STEPS = 1024
 
 
@@ -444,6 +447,7 @@ def _arrays(prep: preprocessing.Preprocessing, sequences: readers.SequenceData):
         inputs=preprocessing.transform_inputs(prep, sequences),
         lengths=sequences.lengths.astype(np.int32),
         labels=preprocessing.encode_labels(prep, sequences),
+        scale_inputs=len(prep.log_scale_mean),
     )
 
 

@@ -7,9 +7,11 @@ straight path from a baseline ``x'`` to the input. The attributions add up to
 account for. Here ``F`` is the log of the model's probability of one class (the ensemble's
 average), the inputs are the scaled ones the model reads, and the baseline is zero: the
 training mean under per-feature scaling, the sequence's own mean under per-sequence
-scaling, and what padding holds. Gradients come from ``jax.grad`` through the whole model
-(convolutions, the recurrent scan, pooling), evaluated at the midpoints of ``steps`` equal
-pieces of the path.
+scaling (and for its scale inputs, the training sequences' average log scale; what they
+get is added to their features' by ``preprocessing.per_feature``), and what padding
+holds. Gradients come from ``jax.grad`` through the whole model (convolutions, the
+recurrent scan, pooling), evaluated at the midpoints of ``steps`` equal pieces of the
+path.
 """
 
 from __future__ import annotations

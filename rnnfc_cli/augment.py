@@ -5,8 +5,9 @@ device: every step, every ensemble member and every device draws afresh, and not
 materialised on the host. They see the inputs after scaling (unit variance per feature,
 or per sequence), so strengths are in those units. Padded steps never reach a valid step:
 inputs are zeroed beyond each sequence's end first, crops stay inside the valid steps,
-and a mix is as long as the longer of its two sequences. Token and category ids (the last
-``ids`` features) are moved by crops only: noise or a mix of ids means nothing.
+and a mix is as long as the longer of its two sequences. The last ``fixed`` features are
+left to crops and mixes (``augmented``): noise or a factor on a token id means nothing,
+and a sequence's scale inputs (``--normalize sequence+scale``) are constants by design.
 
 Which augmentation pays depends on the data (``README.md``, "Augmentation"): crops helped
 a shape set of 200 sequences and hurt one of 36, mixup helped neither, noise and scaling
@@ -77,13 +78,14 @@ def augmented(
     lengths: jax.Array,
     weights: jax.Array,
     key: jax.Array,
-    ids: int = 0,
+    fixed: int = 0,
 ) -> tuple[jax.Array, jax.Array, Mix | None]:
     """The batch after the augmentations of ``spec`` (``config.parse_augment``), in its
-    order, and mixup's pairing when it mixed. ``ids``: trailing id features."""
+    order, and mixup's pairing when it mixed. ``fixed``: the trailing features that noise
+    and scaling leave alone (scale inputs, then token ids)."""
     if not spec:
         return inputs, lengths, None
-    numeric = inputs.shape[-1] - ids
+    numeric = inputs.shape[-1] - fixed
     inputs = jnp.where(valid_mask(lengths, inputs.shape[1])[..., None], inputs, 0.0)
     mix = None
     parts = parse_augment(spec)

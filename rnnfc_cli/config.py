@@ -64,12 +64,13 @@ def front_end_pools(downsample: int, block_pool: int, blocks: int) -> tuple[int,
     the last while it divides what is left of ``downsample`` (else 1), and the rest of
     ``downsample`` after the last. Their product is ``downsample``, so the recurrent
     layers run ``ceil(time / downsample)`` steps however it is staged."""
+    downsample, block_pool = max(downsample, 1), max(block_pool, 1)  # 0: not yet chosen
     pools, done = [], 1
     for _ in range(blocks - 1):
         step = block_pool if downsample % (done * block_pool) == 0 else 1
         pools.append(step)
         done *= step
-    return (*pools, max(downsample, 1) // done)
+    return (*pools, downsample // done)
 
 
 def parse_conv(spec: str) -> tuple[tuple[int, int], ...]:

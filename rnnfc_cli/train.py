@@ -245,10 +245,10 @@ def train_step(
     label_smoothing: float = 0.0,
     axis_name: str | None = None,
     augment: str = "",
-    ids: int = 0,
+    fixed: int = 0,
 ) -> tuple[TrainState, Metrics]:
     """One optimizer step of one ensemble member on ``batch``, augmented by ``augment``
-    (``TrainConfig.augment``; ``ids``: the trailing id features): loss_sum / count of
+    (``TrainConfig.augment``; ``fixed``: see ``augment.augmented``): loss_sum / count of
     ``weighted_loss_sums``.
 
     The gradient is taken of the loss sum and divided by the example count afterwards,
@@ -262,7 +262,12 @@ def train_step(
         dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
 
     inputs, lengths, mix = augmented(
-        augment, batch.inputs, batch.lengths, batch.weights, jax.random.fold_in(dropout_key, 1), ids
+        augment,
+        batch.inputs,
+        batch.lengths,
+        batch.weights,
+        jax.random.fold_in(dropout_key, 1),
+        fixed,
     )
 
     def loss_sum_fn(params):
@@ -305,7 +310,7 @@ def make_ensemble_step(
     label_smoothing: float,
     shardings: tuple[NamedSharding, NamedSharding] | None = None,
     augment: str = "",
-    ids: int = 0,
+    fixed: int = 0,
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
     """The compiled step for stacked states: every member, the same batch, its own key.
 
@@ -315,7 +320,7 @@ def make_ensemble_step(
     were summed across devices at every time step of the backward scan, which made two
     CPU devices no faster than one; this way they run side by side.
     """
-    compiled = _compiled_step(label_smoothing, shardings, augment, ids)
+    compiled = _compiled_step(label_smoothing, shardings, augment, fixed)
     weights = jnp.asarray(weights_by_class, jnp.float32)
     if shardings is not None:
         weights = place(weights, shardings[1])  # on every device once, not at each step
@@ -331,7 +336,7 @@ def _compiled_step(
     label_smoothing: float,
     shardings: tuple[NamedSharding, NamedSharding] | None,
     augment: str,
-    ids: int,
+    fixed: int,
 ) -> Callable[..., tuple[TrainState, Metrics]]:
     """``make_ensemble_step``'s jitted ``(states, batch, keys, class weights)``: one per
     process for each smoothing, device layout and augmentation, the model being part of
@@ -348,7 +353,7 @@ def _compiled_step(
             label_smoothing=label_smoothing,
             axis_name=None if shardings is None else shardings[0].spec[0],
             augment=augment,
-            ids=ids,
+            fixed=fixed,
         )
 
     members = jax.vmap(step, in_axes=(0, None, 0, None))
@@ -523,11 +528,14 @@ class TrainSnapshot:
 
 @dataclasses.dataclass(frozen=True)
 class ArraySet:
-    """Model-ready arrays: scaled inputs, lengths and class indices."""
+    """Model-ready arrays: scaled inputs, lengths and class indices; ``scale_inputs``:
+    how many of the features are a sequence's scale inputs (``--normalize
+    sequence+scale``; they come after the other numbers, before any token ids)."""
 
     inputs: np.ndarray
     lengths: np.ndarray
     labels: np.ndarray
+    scale_inputs: int = 0
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -850,7 +858,11 @@ def fit(
     weights = class_weights(train.labels, model.num_classes, config.class_weight)
     shardings = batch_sharding(devices)
     step_fn = make_ensemble_step(
-        weights, config.label_smoothing, shardings, config.augment, len(model.embeddings)
+        weights,
+        config.label_smoothing,
+        shardings,
+        config.augment,
+        fixed=train.scale_inputs + len(model.embeddings),
     )
     proba_fn = make_proba_fn(model)
     keys = member_keys(config.seed, config.ensemble)

@@ -134,11 +134,20 @@ def test_sequence_scale_keeps_each_sequences_log_scale_as_one_more_input():
     # The scale inputs: the log std standardised over the training sequences that move,
     # constant over valid steps, zero on padding, clipped for the constant sequence.
     logs = np.log(shape.std(axis=0)[None] * amplitudes)
-    expected = (logs - logs.mean(axis=0)) / logs.std(axis=0)
+    # The second feature's scales spread less than LOG_SCALE_MIN_SPREAD: divided by it.
+    spread = np.maximum(logs.std(axis=0), preprocessing.LOG_SCALE_MIN_SPREAD)
+    assert spread[0] > preprocessing.LOG_SCALE_MIN_SPREAD == spread[1]
+    expected = (logs - logs.mean(axis=0)) / spread
     np.testing.assert_allclose(prep.log_scale_mean, logs.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(out[:4, :6, 2:], np.repeat(expected[:, None], 6, axis=1), atol=1e-5)
     assert np.all(out[:, 6:, :] == 0) and np.all(out[4, 3:] == 0)
     np.testing.assert_array_equal(out[4, :3, 2:], -preprocessing.LOG_SCALE_CLIP)
+    # Series already z-normalised: their scales differ by rounding alone, which must not
+    # become inputs (float32 and float64 would disagree on them).
+    normalised = _data(plain[:4], lengths[:4], ["a", "b", "a", "b"])
+    refit = preprocessing.fit(normalised, "sequence+scale")
+    levels = preprocessing.transform_inputs(refit, normalised)[:, :6, 2:]
+    assert np.abs(levels).max() < 1e-5
     # Saved and read back, the model directory's preprocessing scales the same way.
     again = preprocessing.Preprocessing.from_dict(json.loads(json.dumps(prep.to_dict())))
     np.testing.assert_array_equal(preprocessing.transform_inputs(again, data), out)

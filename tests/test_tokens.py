@@ -52,7 +52,11 @@ def event_model(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("events")
     data = _events(root / "train.csv", 40, seed=0)
     model = root / "model"
-    result = invoke("train", data, "-m", model, "--categorical", "event", *TINY_FLAGS)
+    # Per-sequence scaling with the scale kept: the numbers, their scale inputs and the
+    # token ids side by side, the layout every test of this model checks (export,
+    # attribution, the report); the numbers alone would be scaled per feature.
+    flags = ["--categorical", "event", "--normalize", "sequence+scale", *TINY_FLAGS]
+    result = invoke("train", data, "-m", model, *flags)
     assert result.exit_code == 0, result.stderr
     return model, data
 
@@ -283,11 +287,17 @@ def test_attributions_go_to_numbers_and_add_up_and_tokens_get_occlusion(event_mo
     attribute = attribution.make_attribute_fn(model)
     values, change = attribute(params, inputs[0], int(sequences.lengths[0]), 0)
     values = np.asarray(values)
+    assert values.shape[1] == 3  # dwell, its scale, the event id
     assert np.all(values[:, -1] == 0) and np.any(values[:, 0] != 0)
     assert values.sum() == pytest.approx(float(change), abs=2e-2)
+    # What eval and the report get: one column per feature the user named, the scale
+    # input's share added to its feature's, so they still add up.
+    (named,) = api.score(model_dir, str(data)).attribute(np.array([0]), np.array([0]))
+    length = int(sequences.lengths[0])
+    assert named.shape == (length, 2)
+    np.testing.assert_allclose(named[:, 0], values[:length, :2].sum(axis=1), rtol=1e-5, atol=1e-6)
 
     # What the report shows for tokens: occlusion, checked against the model run by hand.
-    length = int(sequences.lengths[0])
     shown = attribution.attributions(model, params, inputs[:1], sequences.lengths[:1], [0])[0]
     np.testing.assert_allclose(shown[:, 0], values[:length, 0])  # numbers: the same IG
     step = int(np.argmax(np.abs(shown[:, -1])))
