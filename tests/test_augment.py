@@ -127,6 +127,24 @@ def test_noise_and_scaling_leave_id_features_alone():
     assert not np.allclose(out[..., :2][valid], x[..., :2][valid])
 
 
+def test_noise_and_scaling_leave_a_sequences_scale_inputs_alone():
+    from rnnfc_cli import api, preprocessing, readers
+
+    raw = _nan_padded(features=1) * np.array([1, 10, 100, 1000, 3], np.float32)[:, None, None]
+    data = readers.SequenceData(
+        np.nan_to_num(raw), LENGTHS, np.array(list("ababa")), list(range(5)), None, "npz", "x"
+    )
+    arrays = api._arrays(preprocessing.fit(data, "sequence+scale"), data)
+    assert arrays.scale_inputs == 1  # what fit hands the step as fixed, with any token ids
+    weights = np.ones(len(LENGTHS), np.float32)
+    out, _, _ = augment.augmented(
+        "jitter:1,scale:1", arrays.inputs, LENGTHS, weights, jax.random.key(0), arrays.scale_inputs
+    )
+    out = np.asarray(out)
+    np.testing.assert_array_equal(out[..., 1], arrays.inputs[..., 1])
+    assert not np.allclose(out[..., 0], arrays.inputs[..., 0])
+
+
 def test_augmented_training_is_kept_in_the_model_and_reproducible(tmp_path, tiny_data, capsys):
     def train(name):
         args = ["train", str(tiny_data["train_long"]), "-m", str(tmp_path / name), *TINY_FLAGS]
