@@ -12,6 +12,8 @@ chance, while a recurrent model that carries state from one event to the next ca
 - ``order_channels``: three channels, 400 steps. One short spike (3-5 steps) in each channel,
   consecutive spikes at least 40 steps apart, in Gaussian noise (std 0.25). Class: the order in
   which the channels spike (``ABC``, ``ACB``, ... 6 classes).
+- ``order_channels_long``: the same over 1,500 steps, spikes at least 150 apart: events a few
+  steps wide in series long enough that the front end pools them by 64 before the recurrence.
 
 Train and test sets are drawn with fixed seeds (one per task and split) and balanced by class.
 Run alone, this writes ``NAME_train.npz`` and ``NAME_test.npz`` (``X`` float32 (N, T, F),
@@ -25,6 +27,7 @@ NaN-padded for unequal lengths, ``y`` strings, ``lengths`` where lengths differ)
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import sys
 from collections.abc import Callable
@@ -76,14 +79,16 @@ def order_pulses(rng: np.random.Generator, per_class: int) -> tuple[list[np.ndar
     return series, np.array(labels)
 
 
-def order_channels(rng: np.random.Generator, per_class: int) -> tuple[list[np.ndarray], np.ndarray]:
-    length, channels = 400, 3
+def order_channels(
+    rng: np.random.Generator, per_class: int, length: int = 400, gap: int = 40
+) -> tuple[list[np.ndarray], np.ndarray]:
+    channels = 3
     orders = list(itertools.permutations(range(channels)))
     names = ["".join("ABC"[c] for c in order) for order in orders]
     series, labels = [], []
     for label in np.repeat(np.arange(len(orders)), per_class):
         x = rng.normal(0.0, SPIKE_NOISE, (length, channels))
-        starts = _apart(rng, channels, 10, length - 15, gap=40)
+        starts = _apart(rng, channels, 10, length - 15, gap=gap)
         for start, channel in zip(starts, orders[label], strict=True):
             width = int(rng.integers(3, 6))
             x[start : start + width, channel] += rng.uniform(1.0, 1.5) * _triangle(width)
@@ -96,6 +101,11 @@ def order_channels(rng: np.random.Generator, per_class: int) -> tuple[list[np.nd
 TASKS: dict[str, tuple[Callable, tuple[int, int], int]] = {
     "order_pulses": (order_pulses, (200, 300), 1201),
     "order_channels": (order_channels, (80, 100), 1202),
+    "order_channels_long": (
+        functools.partial(order_channels, length=1500, gap=150),
+        (80, 100),
+        1203,
+    ),
 }
 
 

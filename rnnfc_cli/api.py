@@ -377,13 +377,16 @@ def _fold_to(lengths: np.ndarray, target: int, cap: int) -> int:
 # (OSULeaf at seeds 0/1: 0.921/0.860 over 54 steps, 0.934/0.921 over 27) and still
 # resolve the order tasks' events (0.965 and 1.000 over 50, 0.972 and 1.000 over 25).
 DOWNSAMPLE_TARGET_STEPS = 32
-MAX_AUTO_DOWNSAMPLE = 16
+# ... up to 64 (1,500 steps in 24): at 16, 94 recurrent steps were too many for the order of
+# three spikes 150 steps apart (benchmarks' order_channels_long, seed 0: 0.370, at 64 0.842);
+# ACSF1 (1,460 steps) gave 0.920 either way at seed 0.
+MAX_AUTO_DOWNSAMPLE = 64
 
 
 def auto_downsample(lengths: np.ndarray) -> int:
     """Max-pooling for ``--downsample auto``: the smallest power of two that brings the
     median training length down to at most ``DOWNSAMPLE_TARGET_STEPS`` recurrent steps
-    (capped at 16). Pooling conv features keeps an event a few steps wide (the
+    (capped at ``MAX_AUTO_DOWNSAMPLE``). Pooling conv features keeps an event a few steps wide (the
     convolutions saw it at full resolution), unlike folding raw steps into patches."""
     return _fold_to(lengths, DOWNSAMPLE_TARGET_STEPS, MAX_AUTO_DOWNSAMPLE)
 
