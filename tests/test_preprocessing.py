@@ -215,3 +215,15 @@ def test_auto_block_pool_pools_between_blocks_only_for_long_series():
 
     assert auto_block_pool(np.array([400, 500, LONG_SERIES_STEPS])) == 1
     assert auto_block_pool(np.array([100, 300, LONG_SERIES_STEPS + 1])) == 2  # one is enough
+
+
+def test_auto_downsample_brings_the_recurrence_to_at_most_32_steps():
+    from rnnfc_cli.api import MAX_AUTO_DOWNSAMPLE, auto_downsample
+
+    assert auto_downsample(np.array([24, 24])) == 1
+    assert auto_downsample(np.array([427] * 3)) == 16  # OSULeaf: 27 recurrent steps
+    assert auto_downsample(np.array([1500])) == 64  # 24 steps, not 94
+    for n in (10, 100, 500, 1000, 2000):
+        size = auto_downsample(np.array([n]))
+        assert n / size <= 32 and (size == 1 or n / (size // 2) > 32)  # the smallest
+    assert auto_downsample(np.array([10**6])) == MAX_AUTO_DOWNSAMPLE
