@@ -398,7 +398,9 @@ def auto_downsample(lengths: np.ndarray) -> int:
 # --normalize sequence+scale, 0.890 in 203 s (at seed 0 at full resolution: 0.901 in
 # 709 s). Up to it, the blocks keep full resolution: on the order tasks (300-500 steps)
 # pooling between them stopped training early on a worse model (order_pulses 0.999 ->
-# 0.88-0.96, order_channels 0.978 -> 0.47-0.64).
+# 0.88-0.96, order_channels 0.978 -> 0.47-0.64). Above it, it costs order data too
+# (order_channels_long, 1,500 steps: 0.825/0.653 at seeds 0/2, 0.988/0.983 at full
+# resolution), but full resolution took 604/516 s there and 277 s on ACSF1 for 0.900.
 LONG_SERIES_STEPS = 1024
 
 
