@@ -183,7 +183,7 @@ def fit(
     min_count: int = MIN_COUNT,
 ) -> Preprocessing:
     """Fit the label vocabulary, the token vocabularies and the chosen normalisation on
-    training data ("auto": see ``choose_normalization``), keeping the column choice
+    training data ("auto": see ``normalization_for``), keeping the column choice
     ``data`` was ``read`` with."""
     if data.labels is None:
         raise BadInputError(f"{data.source}: training data needs labels")
@@ -267,11 +267,6 @@ def sequence_stds(data: SequenceData, rows: int = CHUNK_ROWS) -> np.ndarray:
             for block, lengths in blocks(data.inputs, data.lengths, rows)
         ]
     )
-
-
-def choose_normalization(data: SequenceData, rows: int = CHUNK_ROWS) -> str:
-    """``normalize="auto"``'s choice for ``data`` (see ``normalization_for``)."""
-    return normalization_for(sequence_stds(data, rows))
 
 
 def normalization_for(stds: np.ndarray) -> str:

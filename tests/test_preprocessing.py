@@ -190,7 +190,8 @@ def test_auto_normalisation_scales_per_sequence_only_when_amplitudes_span_decade
     low, high = np.percentile(stds, [10, 90])
     assert (high > preprocessing.SEQUENCE_SCALE_SPREAD * low) == (expected != "feature")
     assert prep.normalize == expected
-    assert preprocessing.choose_normalization(_data(inputs, lengths, labels), rows=3) == expected
+    stds = preprocessing.sequence_stds(_data(inputs, lengths, labels), rows=3)
+    assert preprocessing.normalization_for(stds) == expected
 
 
 def test_auto_normalisation_leaves_constant_sequences_out_of_the_spread():
