@@ -298,13 +298,17 @@ def read_model_files(path: Path) -> ModelFiles:
         )
     # A value out of range is damage too (the configs check their fields when built).
     damage = (KeyError, TypeError, ValueError, AttributeError, BadInputError)
+    written_by = config.get("rnnfc_version")
     try:
+        _refuse_unknown(path / CONFIG_FILE, config["model"], ModelConfig, written_by)
         model = ModelConfig.from_dict(config["model"])
         train = TrainConfig.from_dict(config["train"])
     except damage as err:
         raise ModelDirError(f"{path / CONFIG_FILE}: corrupted model settings ({err!r})") from None
     try:
-        prep = Preprocessing.from_dict(read_json(path / PREPROCESSING_FILE))
+        prep_data = read_json(path / PREPROCESSING_FILE)
+        _refuse_unknown(path / PREPROCESSING_FILE, prep_data, Preprocessing, written_by)
+        prep = Preprocessing.from_dict(prep_data)
     except damage as err:
         raise ModelDirError(f"{path / PREPROCESSING_FILE}: corrupted ({err!r})") from None
     return ModelFiles(
@@ -317,6 +321,21 @@ def read_model_files(path: Path) -> ModelFiles:
         validation=read_json(path / VALIDATION_FILE) if (path / VALIDATION_FILE).exists() else {},
         history=_read_history(path / METRICS_FILE),
     )
+
+
+def _refuse_unknown(file: Path, data: Any, settings: type, written_by: Any) -> None:
+    """Refuse settings this rnnfc does not know: a newer version wrote them, and what
+    they change (the model's layers, the scaling of its inputs) would be left out here,
+    so the model would predict something else without a word. Training settings are not
+    checked: they do not change what a saved model predicts."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{type(data).__name__}, not an object")
+    unknown = sorted(set(data) - {field.name for field in dataclasses.fields(settings)})
+    if unknown:
+        raise ModelDirError(
+            f"{file}: setting {', '.join(map(repr, unknown))} is unknown to rnnfc "
+            f"{__version__} (the model was written by rnnfc {written_by}): upgrade rnnfc"
+        )
 
 
 def _read_history(path: Path) -> list[dict[str, Any]]:

@@ -197,7 +197,8 @@ class _Serializable:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
-        """Build from a saved dict; unknown keys (written by a newer version) are ignored."""
+        """Build from a saved dict; unknown keys are ignored (``checkpoint.load`` refuses
+        unknown model settings before it gets here)."""
         names = {f.name: f for f in dataclasses.fields(cls)}
         kwargs = {}
         for key, value in data.items():

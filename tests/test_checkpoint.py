@@ -135,6 +135,31 @@ def test_damaged_model_directory_is_reported(trained_model, tmp_path, tiny_data,
         api.predict(copy, str(tiny_data["test_long"]))
 
 
+def _with_key(file: Path, section: str | None, key: str) -> None:
+    data = json.loads(file.read_text())
+    (data if section is None else data[section])[key] = 2
+    file.write_text(json.dumps(data))
+
+
+def test_settings_a_newer_rnnfc_wrote_are_refused_where_they_change_predictions(
+    trained_model, tmp_path, tiny_data
+):
+    """An older reader that skipped a model layer or an input scaling it did not know would
+    predict something else without a word: unknown model and preprocessing settings are
+    refused; an unknown training setting, which changes no prediction, is not."""
+    for section, file in [("model", checkpoint.CONFIG_FILE), (None, checkpoint.PREPROCESSING_FILE)]:
+        copy = tmp_path / f"copy-{file}"
+        shutil.copytree(trained_model, copy)
+        _with_key(copy / file, section, "from_the_future")
+        with pytest.raises(ModelDirError, match=f"{file}: setting 'from_the_future' is unknown"):
+            api.predict(copy, str(tiny_data["test_long"]))
+    copy = tmp_path / "copy-train"
+    shutil.copytree(trained_model, copy)
+    _with_key(copy / checkpoint.CONFIG_FILE, "train", "from_the_future")
+    expected = api.predict(trained_model, str(tiny_data["test_long"])).proba
+    np.testing.assert_array_equal(api.predict(copy, str(tiny_data["test_long"])).proba, expected)
+
+
 def test_missing_and_foreign_directories(tmp_path):
     with pytest.raises(ModelDirError, match="no such model directory"):
         checkpoint.read_model_files(tmp_path / "nope")
