@@ -392,8 +392,9 @@ def train(
         str,
         _model_opt(
             "--block-pool",
-            help="Take N of --downsample's K between conv blocks: max-pool by N after each "
-            "block but the last while N divides what is left (the rest after the last); "
+            help="Take N of --downsample's K between conv blocks: average over N steps "
+            "after each block but the last while N divides what is left (the rest, "
+            "max-pooled, after the last); "
             "1 keeps every block at full resolution; auto: 2 when a training sequence is "
             "over 1024 steps, else 1.",
         ),

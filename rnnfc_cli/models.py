@@ -107,6 +107,21 @@ def max_pool_steps(x: jax.Array, lengths: jax.Array, size: int) -> tuple[jax.Arr
     return pooled, (lengths + size - 1) // size
 
 
+def mean_pool_steps(x: jax.Array, lengths: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
+    """The average over the valid steps of each non-overlapping run of ``size`` steps
+    (zero where a run has none).
+
+    ``x`` must be zero on padded steps, so the sums count valid steps only and the result
+    does not depend on how far the padding goes. Returns as ``max_pool_steps``.
+    """
+    batch, steps, features = x.shape
+    windows = -(-steps // size)
+    x = jnp.pad(x, ((0, 0), (0, windows * size - steps), (0, 0)))
+    sums = x.reshape(batch, windows, size, features).sum(axis=2)
+    counts = jnp.clip(lengths[:, None] - size * jnp.arange(windows)[None], 0, size)
+    return sums / jnp.maximum(counts, 1)[..., None], (lengths + size - 1) // size
+
+
 # Flax's cells, by the parameters they hold: their gates (parameter names are "i" or "h"
 # plus the gate), whether the input side has biases, and the gates whose recurrent side
 # has one. rnnfc's fused steps keep this layout and Flax's initialisers, so models saved
@@ -370,6 +385,7 @@ class SequenceClassifier(nn.Module):
     skip: bool
     branch_dropout: float
     block_pool: int = 1
+    block_pooling: str = "mean"
     embeddings: Sequence[tuple[int, int]] = ()
 
     def setup(self):
@@ -489,8 +505,9 @@ class SequenceClassifier(nn.Module):
         return jnp.concatenate([inputs[..., :numeric], *vectors], axis=-1)
 
     def _front_end(self, x, lengths, train, row_weights, axis_name):
-        """Conv blocks (conv, masked batch norm, ReLU) over the valid steps, max-pooled
-        in stages (``front_end_pools``); returns the features for the recurrent layers
+        """Conv blocks (conv, masked batch norm, ReLU) over the valid steps, pooled in
+        stages (``front_end_pools``: between blocks as ``block_pooling`` says, the
+        maximum after the last); returns the features for the recurrent layers
         (pooled by ``downsample`` in all), the skip path's [average of the last block's
         features over valid steps] (or []) and the pooled lengths."""
         pools = front_end_pools(self.downsample, self.block_pool, len(self.convolutions))
@@ -507,7 +524,8 @@ class SequenceClassifier(nn.Module):
             if i == last and self.skip:
                 joined.append(pool_states(x[:, -1], x, valid, "mean", None))
             if pools[i] > 1:
-                x, lengths = max_pool_steps(x, lengths, pools[i])
+                between = i < last and self.block_pooling == "mean"
+                x, lengths = (mean_pool_steps if between else max_pool_steps)(x, lengths, pools[i])
         return x, joined, lengths
 
     def _head(self, h: jax.Array, train: bool) -> jax.Array:

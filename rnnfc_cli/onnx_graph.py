@@ -188,10 +188,21 @@ def _front_end(
             total = g.op("ReduceSum", x, g.axes(2, 3), keepdims=0)
             joined.append(g.op("Div", total, seqs.count))
         if pools[i] > 1:
-            # Features are >= 0 and zero past each end, so a window cut short by the end
-            # (ceil_mode) has the maximum that models.max_pool_steps' zero padding gives.
             size = pools[i]
-            x = g.op("MaxPool", x, kernel_shape=[1, size], strides=[1, size], ceil_mode=1)
+            window = {"kernel_shape": [1, size], "strides": [1, size], "ceil_mode": 1}
+            if i < len(blocks) - 1 and config.block_pooling == "mean":
+                # models.mean_pool_steps: the windows' average of the features over their
+                # average of the mask is the mean over valid steps, whatever divisor
+                # AveragePool takes for a window cut short by the end (the same for both);
+                # a window past the end is 0 / (1 / size) = 0.
+                valid = g.op("AveragePool", seqs.mask("bct"), **window)
+                valid = g.op("Max", valid, g.const(1.0 / size))
+                x = g.op("Div", g.op("AveragePool", x, **window), valid)
+            else:
+                # Features are >= 0 and zero past each end, so a window cut short by the
+                # end (ceil_mode) has the maximum that models.max_pool_steps' zero padding
+                # gives.
+                x = g.op("MaxPool", x, **window)
             seqs = _Sequences(g, _divide_up(g, seqs.lengths, size), x, time_axis=3)
     return g.op("Squeeze", x, g.axes(2)), joined, seqs.lengths
 

@@ -71,7 +71,9 @@ def _front_end(model: dict, params: dict, x: np.ndarray):
         else:
             size = 1
         if size > 1:
-            x = np.stack([x[t : t + size].max(axis=0) for t in range(0, len(x), size)])
+            between = i < len(blocks) - 1 and model.get("block_pooling", "max") == "mean"
+            pool = np.mean if between else np.max
+            x = np.stack([pool(x[t : t + size], axis=0) for t in range(0, len(x), size)])
     return x, joined
 
 

@@ -13,7 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rnnfc_cli.config import CELLS, POOLS, PRECISIONS, ModelConfig, TrainConfig, front_end_pools
-from rnnfc_cli.models import STATISTICS, RecurrentLayer, build_model, patch_steps, reverse_valid
+from rnnfc_cli.models import (
+    STATISTICS,
+    RecurrentLayer,
+    build_model,
+    mean_pool_steps,
+    patch_steps,
+    reverse_valid,
+)
 from rnnfc_cli.train import (
     Batch,
     create_train_state,
@@ -224,6 +231,13 @@ def test_patch_steps_folds_runs_and_zeroes_padding():
     x = jnp.arange(1.0, 8.0).reshape(1, 7, 1)
     patched, lengths = patch_steps(x, jnp.array([5]), 3)
     np.testing.assert_array_equal(patched[0], [[1, 2, 3], [4, 5, 0], [0, 0, 0]])
+    assert lengths.tolist() == [2]
+
+
+def test_mean_pool_steps_averages_valid_steps_only():
+    x = jnp.array([[1.0, 2, 3, 4, 5, 0, 0]])[..., None]  # zero past the end, as it arrives
+    pooled, lengths = mean_pool_steps(x, jnp.array([5]), 3)
+    np.testing.assert_allclose(pooled[0, :, 0], [2.0, 4.5, 0.0])  # not (4 + 5 + 0) / 3
     assert lengths.tolist() == [2]
 
 

@@ -33,7 +33,7 @@ CASES = {
     ),
     "conv-downsample-skip-bigru": (
         {"cell": "gru", "hidden": 5, "layers": 1, "bidirectional": True},
-        # pooled by 2 between the blocks and by 3 after them
+        # averaged by 2 between the blocks, max-pooled by 3 after them
         {"pool": "last,max", "dense": (8,), "conv": "6:4,5:3", "downsample": 6, "block_pool": 2},
         "sequence+scale",
         1,
@@ -46,7 +46,15 @@ CASES = {
     ),
     "conv-only-ensemble": (
         {"cell": "lstm", "hidden": 4, "layers": 0, "bidirectional": True},
-        {"pool": "last", "dense": (6,), "conv": "6:5,4:1", "downsample": 2, "block_pool": 2},
+        # the maximum between the blocks, as models saved before the mean existed
+        {
+            "pool": "last",
+            "dense": (6,),
+            "conv": "6:5,4:1",
+            "downsample": 2,
+            "block_pool": 2,
+            "block_pooling": "max",
+        },
         "feature",
         2,
     ),
