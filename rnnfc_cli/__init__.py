@@ -4,4 +4,4 @@ Importing the package changes nothing in the process: the CLI (``cli.main``) and
 library's entry points (``api``) set up JAX themselves (``runtime.configure_jax``).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

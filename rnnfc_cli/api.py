@@ -384,7 +384,7 @@ MAX_AUTO_DOWNSAMPLE = 64
 
 
 def auto_downsample(lengths: np.ndarray) -> int:
-    """Max-pooling for ``--downsample auto``: the smallest power of two that brings the
+    """Pooling for ``--downsample auto``: the smallest power of two that brings the
     median training length down to at most ``DOWNSAMPLE_TARGET_STEPS`` recurrent steps
     (capped at ``MAX_AUTO_DOWNSAMPLE``). Pooling conv features keeps an event a few steps
     wide (the first convolution saw it at full resolution), unlike folding raw steps into
@@ -395,13 +395,12 @@ def auto_downsample(lengths: np.ndarray) -> int:
 # ``--block-pool auto`` pools between the conv blocks only for data with sequences longer
 # than this: there the front end at full resolution is what makes training slow (PLAID,
 # up to 1,344 steps: 0.19 s a step; 0.10 s pooled between blocks), and pooling helped
-# ACSF1 (1,460 steps) 0.877 -> 0.917 over three seeds in half the time; PLAID, with
-# --normalize sequence+scale, 0.890 in 203 s (at seed 0 at full resolution: 0.901 in
-# 709 s). Up to it, the blocks keep full resolution: on the order tasks (300-500 steps)
-# pooling between them stopped training early on a worse model (order_pulses 0.999 ->
-# 0.88-0.96, order_channels 0.978 -> 0.47-0.64). Above it, it costs order data too
-# (order_channels_long, 1,500 steps: 0.825/0.653 at seeds 0/2, 0.988/0.983 at full
-# resolution), but full resolution took 604/516 s there and 277 s on ACSF1 for 0.900.
+# ACSF1 (1,460 steps) 0.877 -> 0.923 over three seeds in half the time. Averaged between
+# the blocks it keeps order data too (order_channels_long, 1,500 steps: 0.972 in 177 s;
+# 0.775 with the maximum; 0.988/0.983 at full resolution in 604/516 s). Up to it, the
+# blocks keep full resolution: on the order tasks (300-500 steps) max-pooling between them
+# stopped training early on a worse model (order_pulses 0.999 -> 0.88-0.96,
+# order_channels 0.978 -> 0.47-0.64); averaging there is not measured.
 LONG_SERIES_STEPS = 1024
 
 

@@ -39,7 +39,7 @@ from typing import Any
 
 from rnnfc_cli import __version__
 from rnnfc_cli.atomic import write_bytes_atomic
-from rnnfc_cli.config import ModelConfig, TrainConfig
+from rnnfc_cli.config import ModelConfig, TrainConfig, parse_conv
 from rnnfc_cli.errors import BadInputError, ModelDirError
 from rnnfc_cli.preprocessing import Preprocessing
 from rnnfc_cli.snapshots import SnapshotStore, writing_manager
@@ -53,7 +53,19 @@ from rnnfc_cli.staging import (
     write_json_atomic,
 )
 
-FORMAT_VERSION = 1
+# The highest format this version reads. 2: the conv features are averaged between the
+# blocks (``ModelConfig.block_pooling``), which readers of format 1 would skip as an
+# unknown key and take the maximum instead; a directory without that is written as 1, so
+# that older versions still read it.
+FORMAT_VERSION = 2
+
+
+def format_version(model: ModelConfig) -> int:
+    """The lowest format version that describes ``model`` whole (see ``FORMAT_VERSION``)."""
+    averaged = model.block_pooling == "mean" and len(parse_conv(model.conv)) > 1
+    return 2 if averaged and model.block_pool > 1 else 1
+
+
 CONFIG_FILE = "config.json"
 PREPROCESSING_FILE = "preprocessing.json"
 SUMMARY_FILE = "summary.json"
@@ -116,7 +128,7 @@ class ModelDirWriter:
         self, model: ModelConfig, train: TrainConfig, preprocessing: Preprocessing
     ) -> None:
         config = {
-            "format_version": FORMAT_VERSION,
+            "format_version": format_version(model),
             "rnnfc_version": __version__,
             "model": model.to_dict(),
             "train": train.to_dict(),
@@ -332,9 +344,10 @@ def _refuse_unknown(file: Path, data: Any, settings: type, written_by: Any) -> N
         raise TypeError(f"{type(data).__name__}, not an object")
     unknown = sorted(set(data) - {field.name for field in dataclasses.fields(settings)})
     if unknown:
+        writer = f"rnnfc {written_by}" if written_by else "another rnnfc"
         raise ModelDirError(
             f"{file}: setting {', '.join(map(repr, unknown))} is unknown to rnnfc "
-            f"{__version__} (the model was written by rnnfc {written_by}): upgrade rnnfc"
+            f"{__version__} (the model was written by {writer}): upgrade rnnfc"
         )
 
 

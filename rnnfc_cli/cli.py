@@ -384,8 +384,8 @@ def train(
         str,
         _model_opt(
             "--downsample",
-            help="Max-pool the conv features over K steps before the recurrent layers "
-            "('auto': from the training lengths).",
+            help="Pool the conv features over K steps before the recurrent layers (the "
+            "maximum; see --block-pool) ('auto': from the training lengths).",
         ),
     ] = _RUN.downsample,
     block_pool: Annotated[

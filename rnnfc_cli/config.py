@@ -201,7 +201,7 @@ class _Serializable:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
-        """Build from a saved dict; unknown keys are ignored (``checkpoint.load`` refuses
+        """Build from a saved dict; unknown keys are ignored (``read_model_files`` refuses
         unknown model settings before it gets here)."""
         names = {f.name: f for f in dataclasses.fields(cls)}
         kwargs = dict(cls.WRITTEN_BEFORE)
@@ -236,9 +236,9 @@ class ModelConfig(_Serializable):
         "channels:kernel" blocks joined by commas (each a 1-D convolution over time,
         batch normalisation over valid steps and ReLU); "" for none (models saved before
         the front end existed have none).
-      downsample: with a front end, the conv features are max-pooled over runs of this
+      downsample: with a front end, the conv features are pooled over runs of this
         many steps before the recurrent layers (which then run ``time / downsample``
-        steps), in stages as ``block_pool`` says.
+        steps), in stages as ``block_pool`` says (the maximum after the last block).
       block_pool: part of ``downsample`` taken between conv blocks: after each block
         but the last, the features are pooled by this factor while it still divides
         what is left of ``downsample``; the rest follows the last block (see

@@ -89,6 +89,15 @@ class MaskedBatchNorm(nn.Module):
         return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
 
 
+def _windows(x: jax.Array, size: int) -> jax.Array:
+    """float32[batch, time, features] -> [batch, ceil(time / size), size, features]: the
+    non-overlapping runs of ``size`` steps, the last filled up with zeros."""
+    batch, steps, features = x.shape
+    windows = -(-steps // size)
+    x = jnp.pad(x, ((0, 0), (0, windows * size - steps), (0, 0)))
+    return x.reshape(batch, windows, size, features)
+
+
 def max_pool_steps(x: jax.Array, lengths: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
     """The maximum of each non-overlapping run of ``size`` steps.
 
@@ -100,11 +109,7 @@ def max_pool_steps(x: jax.Array, lengths: jax.Array, size: int) -> tuple[jax.Arr
       float32[batch, ceil(time / size), features] and the pooled lengths
       ``ceil(lengths / size)``.
     """
-    batch, steps, features = x.shape
-    padded_steps = -(-steps // size) * size
-    x = jnp.pad(x, ((0, 0), (0, padded_steps - steps), (0, 0)))
-    pooled = x.reshape(batch, padded_steps // size, size, features).max(axis=2)
-    return pooled, (lengths + size - 1) // size
+    return _windows(x, size).max(axis=2), (lengths + size - 1) // size
 
 
 def mean_pool_steps(x: jax.Array, lengths: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
@@ -114,11 +119,9 @@ def mean_pool_steps(x: jax.Array, lengths: jax.Array, size: int) -> tuple[jax.Ar
     ``x`` must be zero on padded steps, so the sums count valid steps only and the result
     does not depend on how far the padding goes. Returns as ``max_pool_steps``.
     """
-    batch, steps, features = x.shape
-    windows = -(-steps // size)
-    x = jnp.pad(x, ((0, 0), (0, windows * size - steps), (0, 0)))
-    sums = x.reshape(batch, windows, size, features).sum(axis=2)
-    counts = jnp.clip(lengths[:, None] - size * jnp.arange(windows)[None], 0, size)
+    sums = _windows(x, size).sum(axis=2)
+    starts = size * jnp.arange(sums.shape[1])
+    counts = jnp.clip(lengths[:, None] - starts[None], 0, size)
     return sums / jnp.maximum(counts, 1)[..., None], (lengths + size - 1) // size
 
 

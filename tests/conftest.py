@@ -10,7 +10,8 @@ from pathlib import Path
 # (which makes large models fast, not small ones correct) doubled it; XLA:CPU's newer
 # fusion emitters took twice as long as the older ones to compile a tiny train step (0.7 s
 # against 1.4-1.8 s, jax 0.10): the suite took 3 min 50 s, not 4 min 40 s, on 2 cores.
-# Both are off here; subprocesses inherit the flags.
+# Both are off here; subprocesses inherit the flags. (XLA aborts on a flag it does not know:
+# should a jaxlib drop the older emitters, the suite stops at once, saying which flag.)
 # The tests marked ``xla_default`` (bf16, an ensemble, resume bit-identity, learning) run
 # instead in a second pytest process with the flags as given (tests/test_xla_defaults.py),
 # so that what users run is tested too.

@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -38,3 +39,32 @@ def test_a_model_saved_before_the_conv_front_end_predicts_as_it_did(copy, tmp_pa
     info = CliRunner().invoke(app, ["info", str(model), "--json"])
     assert info.exit_code == 0, info.stderr
     assert json.loads(info.stdout)["model"]["conv"] == ""
+
+
+def test_a_model_saved_before_mean_pooling_between_blocks_keeps_the_maximum(tiny_data, tmp_path):
+    """Models saved with ``--block-pool`` above 1 before the mean existed took the maximum
+    between the conv blocks; their config.json has no ``block_pooling``, and they must
+    predict as with "max", not with today's default."""
+    from conftest import save_random_model
+
+    from rnnfc_cli import api
+
+    options = {"hidden": 4, "dense": (4,), "conv": "4:3,4:3", "downsample": 4, "block_pool": 2}
+    options["block_pooling"] = "max"
+    model = tmp_path / "model"
+    save_random_model(model, tiny_data["train_npz"], options, "feature", 1)
+    data = str(tiny_data["test_long"])
+    with_max = api.predict(model, data).proba
+    config = json.loads((model / "config.json").read_text())
+    assert config["format_version"] == 1  # older versions read it right: they take the max
+    del config["model"]["block_pooling"]  # as written before the field existed
+    (model / "config.json").write_text(json.dumps(config))
+    np.testing.assert_array_equal(api.predict(model, data).proba, with_max)
+    config["model"]["block_pooling"] = "mean"
+    (model / "config.json").write_text(json.dumps(config))
+    assert not np.allclose(api.predict(model, data).proba, with_max)
+    # Written with the mean, the format is 2, which versions that read only 1 refuse
+    # (they would skip block_pooling and take the maximum).
+    del options["block_pooling"]
+    save_random_model(tmp_path / "mean", tiny_data["train_npz"], options, "feature", 1)
+    assert json.loads((tmp_path / "mean" / "config.json").read_text())["format_version"] == 2

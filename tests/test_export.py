@@ -33,7 +33,11 @@ def _test_inputs(seed: int, n: int, features: int) -> tuple[np.ndarray, np.ndarr
 @pytest.mark.parametrize(
     ("options", "normalize", "members"),
     [
-        ({"hidden": 6, "dense": (5,), "conv": "4:3", "downsample": 2}, "sequence+scale", 2),
+        (  # averaged by 2 between the blocks over a symbolic number of steps
+            {"hidden": 6, "dense": (5,), "conv": "4:3,3:3", "downsample": 4, "block_pool": 2},
+            "sequence+scale",
+            2,
+        ),
         (
             {"hidden": 5, "dense": (4,), "cell": "gru", "pool": "mean,attention", "patch": 3},
             "feature",
@@ -168,7 +172,13 @@ def _onnx_proba(artifact: Path, inputs: np.ndarray, lengths: np.ndarray) -> np.n
         ({"cell": "rnn", "pool": "max,last", "layers": 2, "layer_norm": True}, "sequence", 1),
         ({"bidirectional": False, "pool": "last", "patch": 2, "conv": "3:4"}, "feature", 3),
         ({"cell": "gru", "bidirectional": False, "pool": "max", "skip": False}, "feature", 1),
-        ({"layers": 0, "conv": "5:3", "dense": ()}, "sequence", 2),
+        # the maximum between the blocks, as models saved before the average
+        (
+            {"layers": 0, "conv": "5:3,3:3", "dense": (), "downsample": 2, "block_pool": 2}
+            | {"block_pooling": "max"},
+            "sequence",
+            2,
+        ),
     ],
     ids=[
         "conv-bilstm-ensemble-per-sequence-with-scale",
@@ -176,7 +186,7 @@ def _onnx_proba(artifact: Path, inputs: np.ndarray, lengths: np.ndarray) -> np.n
         "rnn-two-layers-layer-norm",
         "lstm-one-way-patched-conv-ensemble",
         "gru-one-way-max-no-skip",
-        "conv-only",
+        "conv-only-max-between-blocks",
     ],
 )
 def test_the_onnx_graph_gives_predicts_probabilities(tmp_path, options, normalize, members):

@@ -1,8 +1,8 @@
 """The tests marked ``xla_default`` in a second pytest process with XLA's flags as given.
 
-The rest of the suite compiles without XLA's backend optimisation (see conftest.py), which
-users never do: bf16, the fused steps, an ensemble, bit-identical resume and learning are
-checked here as users run them.
+The rest of the suite compiles without XLA's backend optimisation and with XLA:CPU's older
+fusion emitters (see conftest.py), which users never do: bf16, the fused steps, an
+ensemble, bit-identical resume and learning are checked here as users run them.
 """
 
 from __future__ import annotations
