@@ -316,13 +316,17 @@ def read_model_files(path: Path) -> ModelFiles:
         model = ModelConfig.from_dict(config["model"])
         train = TrainConfig.from_dict(config["train"])
     except damage as err:
-        raise ModelDirError(f"{path / CONFIG_FILE}: corrupted model settings ({err!r})") from None
+        raise ModelDirError(
+            f"{path / CONFIG_FILE}: corrupted model settings ({err!r}){_other_writer(written_by)}"
+        ) from None
     try:
         prep_data = read_json(path / PREPROCESSING_FILE)
         _refuse_unknown(path / PREPROCESSING_FILE, prep_data, Preprocessing, written_by)
         prep = Preprocessing.from_dict(prep_data)
     except damage as err:
-        raise ModelDirError(f"{path / PREPROCESSING_FILE}: corrupted ({err!r})") from None
+        raise ModelDirError(
+            f"{path / PREPROCESSING_FILE}: corrupted ({err!r}){_other_writer(written_by)}"
+        ) from None
     return ModelFiles(
         path=path,
         model=model,
@@ -332,6 +336,16 @@ def read_model_files(path: Path) -> ModelFiles:
         rnnfc_version=str(config.get("rnnfc_version")),
         validation=read_json(path / VALIDATION_FILE) if (path / VALIDATION_FILE).exists() else {},
         history=_read_history(path / METRICS_FILE),
+    )
+
+
+def _other_writer(written_by: Any) -> str:
+    """What to add to a damage report when another version wrote the directory: a value
+    this version does not accept (a cell type added later, say) may be new, not damage."""
+    if not written_by or str(written_by) == __version__:
+        return ""
+    return (
+        f"; written by rnnfc {written_by}, this is {__version__}: if that is newer, upgrade rnnfc"
     )
 
 

@@ -160,6 +160,18 @@ def test_settings_a_newer_rnnfc_wrote_are_refused_where_they_change_predictions(
     np.testing.assert_array_equal(api.predict(copy, str(tiny_data["test_long"])).proba, expected)
 
 
+def test_a_value_this_version_refuses_from_another_version_suggests_an_upgrade(
+    trained_model, tmp_path, tiny_data
+):
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_model, copy)
+    config = json.loads((copy / checkpoint.CONFIG_FILE).read_text())
+    config["model"]["cell"], config["rnnfc_version"] = "transformer", "9.0"
+    (copy / checkpoint.CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ModelDirError, match=r"corrupted .*written by rnnfc 9\.0.*upgrade rnnfc"):
+        api.predict(copy, str(tiny_data["test_long"]))
+
+
 def test_missing_and_foreign_directories(tmp_path):
     with pytest.raises(ModelDirError, match="no such model directory"):
         checkpoint.read_model_files(tmp_path / "nope")
