@@ -39,7 +39,7 @@ from typing import Any
 
 from rnnfc_cli import __version__
 from rnnfc_cli.atomic import write_bytes_atomic
-from rnnfc_cli.config import ModelConfig, TrainConfig, parse_conv
+from rnnfc_cli.config import ModelConfig, TrainConfig, front_end_pools, parse_conv
 from rnnfc_cli.errors import BadInputError, ModelDirError
 from rnnfc_cli.preprocessing import Preprocessing
 from rnnfc_cli.snapshots import SnapshotStore, writing_manager
@@ -61,9 +61,11 @@ FORMAT_VERSION = 2
 
 
 def format_version(model: ModelConfig) -> int:
-    """The lowest format version that describes ``model`` whole (see ``FORMAT_VERSION``)."""
-    averaged = model.block_pooling == "mean" and len(parse_conv(model.conv)) > 1
-    return 2 if averaged and model.block_pool > 1 else 1
+    """The lowest format version that describes ``model`` whole (see ``FORMAT_VERSION``):
+    2 where ``front_end_pools`` pools between the blocks and they average."""
+    blocks = len(parse_conv(model.conv))
+    between = front_end_pools(model.downsample, model.block_pool, blocks)[:-1]
+    return 2 if model.block_pooling == "mean" and any(p > 1 for p in between) else 1
 
 
 CONFIG_FILE = "config.json"
