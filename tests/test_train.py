@@ -98,7 +98,7 @@ def test_one_compiled_step_serves_every_length_and_rate_of_training():
     compiled = _compiled_step(0.0, None, "", 0)  # what every step without smoothing runs
     before = compiled._cache_size()
     batch, keys = _batch(_arrays(8)), member_keys(0, 1)
-    for config, total in [(TrainConfig(), 10), (TrainConfig(lr=0.1, weight_decay=0.5), 5000)]:
+    for config, total in [(TrainConfig(), 10), (TrainConfig(lr=0.1, weight_decay=0.01), 5000)]:
         step = make_ensemble_step(np.ones(2, np.float32) * total, 0.0)
         state = create_train_state(model, config, total)
         for _ in range(2):
